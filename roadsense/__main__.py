@@ -1,0 +1,3 @@
+from roadsense.cli import main
+
+main()
