@@ -171,3 +171,35 @@ def _load_problems(cfg: Path) -> list[str]:
         detail = " | ".join(lines[-3:]) or f"exit code {proc.returncode}"
         return [f"{cfg}: SUMO cannot load it: {detail}"]
     return []
+
+
+def write_convoy(folder: str | Path, n_peers: int, *, spacing_m: float = 45.0,
+                 speed_mps: float = 25.0, tau_s: float = 1.2, action_step_s: float = 1.0) -> Path:
+    """Write a straight-road convoy scenario: `V001` last, `n_peers` radio cars ahead of it.
+
+    The network is the base scenario's 5 km two-lane road. For tests and benchmarks that need a
+    given peer count; datasets come from the scenario factory.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = base_scenario().parent
+    shutil.copy2(base / "convoy.net.xml", folder / "convoy.net.xml")
+    if spacing_m - 5.0 <= 2.5 + tau_s * speed_mps + 0.05:  # SUMO would refuse to insert them
+        raise ScenarioError(f"spacing {spacing_m} m is below the equilibrium gap at "
+                            f"{speed_mps} m/s", fix="use a larger spacing or a lower speed")
+    head = 100.0 + n_peers * spacing_m
+    if head + 1500 > 5000:
+        raise ScenarioError(f"{n_peers} peers at {spacing_m} m do not fit the 5 km road",
+                            fix="use fewer peers or a smaller spacing")
+    cars = "\n".join(
+        f'    <vehicle id="V{i + 1:03d}" type="driver" route="r" depart="0" departLane="0" '
+        f'departPos="{100.0 + i * spacing_m:.2f}" departSpeed="{speed_mps}"/>'
+        for i in reversed(range(n_peers + 1)))
+    (folder / "convoy.rou.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<routes>\n'
+        f'    <vType id="driver" carFollowModel="Krauss" sigma="0" tau="{tau_s}" accel="2.6" '
+        'decel="4.5" apparentDecel="4.5" emergencyDecel="9.0" length="5.0" minGap="2.5" '
+        f'maxSpeed="33.33" actionStepLength="{action_step_s}"/>\n'
+        '    <route id="r" edges="road"/>\n' + cars + "\n</routes>\n")
+    shutil.copy2(BASE_SCENARIO_SOURCES / "convoy.sumocfg", folder / "convoy.sumocfg")
+    return folder / "convoy.sumocfg"

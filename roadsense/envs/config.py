@@ -1,0 +1,123 @@
+"""`EnvConfig`: every knob of `ConvoyEnv`, with its unit and why it has its default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from roadsense.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HazardConfig:
+    """How hazards are drawn when an episode does not bring its own plan."""
+
+    probability: float = 0.8
+    """Share of episodes with a hazard; the rest measure false braking."""
+    onset_s: tuple[float, float] = (3.0, 10.0)
+    """Onset window, seconds after the episode starts."""
+    mild_decel_mps2: tuple[float, float] = (2.5, 5.0)
+    """Real hard braking was mostly 2.5-5 m/s^2 (field recordings)."""
+    hard_decel_mps2: tuple[float, float] = (5.0, 9.0)
+    """Emergency braking up to ~9 m/s^2."""
+    hard_share: float = 0.5
+    """Share of hazards drawn from the hard range."""
+    duration_s: tuple[float, float] = (0.5, 3.0)
+    """How long the braking lasts when it does not go to a stop."""
+    to_stop_probability: float = 0.3
+    """Share of hazards that brake to a full stop."""
+    stop_hold_s: tuple[float, float] = (1.0, 5.0)
+    """How long a stopped hazard car waits before it drives on (the hazard resolves)."""
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the reward terms (each term is reported in info["reward_terms"])."""
+
+    collision: float = 10.0
+    """Terminal penalty when the ego is in a collision."""
+    unsafe_ttc: float = 1.0
+    """Per second, scaled by how far time-to-collision is below `ttc_safe_s`."""
+    comfort: float = 0.3
+    """Per second, on (agent deceleration / max)^2."""
+    jerk: float = 0.05
+    """Per step, on |change of the brake command|."""
+    false_brake: float = 1.0
+    """Per second, on the brake command while there is no reason to brake."""
+    ttc_safe_s: float = 3.0
+    """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Configuration of `ConvoyEnv`. All fields are plain values so it round-trips via dicts."""
+
+    episode_s: float = 25.0
+    """Time limit (truncation), seconds after warm-up."""
+    warmup_s: float = 1.5
+    """Driven before the first observation; every car gets its own driver phase in it."""
+    max_brake_mps2: float = 8.0
+    """Deceleration at action 1.0."""
+    brake_threshold: float = 0.05
+    """Actions at or below it leave the driver model in control."""
+    ego_emergency_decel_mps2: float = 4.5
+    """The calibration knob: the ego driver's braking reserve (others keep 9)."""
+    hazard: HazardConfig = field(default_factory=HazardConfig)
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    emulator_params: str | None = None
+    """Radio parameter file (None: the packaged, calibrated one)."""
+    relay_hops: int = 0
+    """Multi-hop relay (0 = off, 2-3 hops)."""
+    domain_randomization: bool = True
+    """Per-episode radio randomisation within the measured ranges (training); off for eval."""
+    hazard_msg_decel_mps2: float = 2.5
+    """A message counts as "reporting hard braking" at or below minus this acceleration."""
+    sumo_backend: str = "libsumo"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.episode_s <= 0:
+            problems.append(f"episode_s must be > 0, got {self.episode_s}")
+        if not 0 < self.max_brake_mps2 <= 9.0:
+            problems.append(f"max_brake_mps2 must be in (0, 9], got {self.max_brake_mps2}")
+        if not 0 <= self.brake_threshold < 1:
+            problems.append(f"brake_threshold must be in [0, 1), got {self.brake_threshold}")
+        if self.relay_hops not in (0, 1, 2, 3):
+            problems.append(f"relay_hops must be 0-3, got {self.relay_hops}")
+        h = self.hazard
+        for name in ("onset_s", "mild_decel_mps2", "hard_decel_mps2", "duration_s",
+                     "stop_hold_s"):
+            lo, hi = getattr(h, name)
+            if lo > hi or lo < 0:
+                problems.append(f"hazard.{name} must be a range 0 <= min <= max, got {(lo, hi)}")
+        for name in ("probability", "hard_share", "to_stop_probability"):
+            if not 0 <= getattr(h, name) <= 1:
+                problems.append(f"hazard.{name} must be in [0, 1], got {getattr(h, name)}")
+        if problems:
+            raise ConfigError("; ".join(problems), fix="correct the env config values")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> EnvConfig:
+        """Build from a (possibly nested, possibly partial) dict; unknown keys are errors."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown env config keys {unknown}",
+                              fix=f"use some of {sorted(known)}")
+        if isinstance(data.get("hazard"), dict):
+            data["hazard"] = _sub(HazardConfig, data["hazard"], "hazard")
+        if isinstance(data.get("reward"), dict):
+            data["reward"] = _sub(RewardWeights, data["reward"], "reward")
+        return cls(**data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sub(kind: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys {unknown}", fix=f"use some of {sorted(known)}")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,0 +1,371 @@
+"""`ConvoyEnv`: brake early on V2V messages when a car far ahead brakes hard."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from roadsense import EGO_ID, STEP_LENGTH_S
+from roadsense.comms import EspNowEmulator, load_params, params_version
+from roadsense.envs.config import EnvConfig
+from roadsense.envs.hazards import (
+    SPEED_MODE_DEFAULT,
+    SPEED_MODE_NO_DECEL_CAP,
+    HazardController,
+    draw_plan,
+    validate_plan,
+)
+from roadsense.envs.observation import EGO_DIM, PEER_DIM, ego_features, peer_rows
+from roadsense.envs.reward import RewardTracker
+from roadsense.errors import ConfigError
+from roadsense.seeding import seeds_from_rng
+from roadsense.sim import SumoProcess
+
+log = logging.getLogger(__name__)
+
+RADIO_ID = re.compile(r"^V\d{3}$")
+"""Vehicles with a V2V radio; any other id is background traffic (an obstacle, not a peer)."""
+
+
+class ConvoyEnv(gym.Env):
+    """The last car of a convoy, its human driver, and the V2V messages it hears.
+
+    ## Description
+    The ego `V001` drives at the back of a convoy on a SUMO road. A human-driver model (Krauss,
+    with a reaction interval of 0.5-1.5 s and a braking reserve of only 4.5 m/s^2) drives it and
+    reacts to its direct leader only. During an episode a car ahead, possibly several cars ahead,
+    may brake hard; the chain reaction can reach the ego before its driver reacts. The agent reads
+    the ESP-NOW messages the ego currently holds and may add braking on top of the driver.
+    Collisions are real SUMO collisions (`--collision.action warn`, no minGap shortcut).
+
+    ## Action
+    `Box(0, 1, (1,))`: brake command times `max_brake_mps2` (8 m/s^2). At or below
+    `brake_threshold` (0.05) the driver model drives; above it the agent's braking overrides it
+    (SUMO still applies the driver's own braking when the driver wants more). Control returns to
+    the driver with a fresh reaction phase as soon as the command drops. No hidden rules.
+
+    ## Observation
+    `Dict(ego=Box(3,), peers=Sequence(Box(7,), stack=True))`: see
+    `roadsense.envs.observation` for the feature table (units and scales). `peers` holds one row
+    per peer message the ego currently holds (0 to any number), in no particular order, never
+    padded; stale messages (> 500 ms) are gone.
+
+    ## Reward
+    Sum of terms (weights in `RewardWeights`, every term in `info["reward_terms"]`): collision
+    (terminal), unsafe time-to-collision, comfort (deceleration, jerk), braking with no reason.
+
+    ## Starting state
+    A scenario from the `ScenarioManager` (training: drawn from the env's RNG; evaluation: given
+    in `options`), SUMO reloaded in place with a seed from the env's RNG, 1.5 s of warm-up in
+    which every car gets its own driver phase, then the first observation.
+
+    ## Episode end
+    Terminated: SUMO reports a collision involving the ego. Truncated: the time limit
+    (`episode_s`), or the ego leaves the road. Collisions between other cars go in `info`.
+
+    ## Arguments
+    `scenarios`: a `ScenarioManager`, a dataset folder or `s3://` URI, a `.sumocfg`, or None (the
+    built-in base convoy). `config`: an `EnvConfig` or dict. `worker_index`/`vector_index`: the
+    owner's identity (TCP ports when the traci backend is used).
+
+    `reset(options=...)` takes `scenario_id`, `hazard` (a plan dict or None) and `radio` (e.g.
+    `{"loss_rate": 0.3}`) to replay a fixed evaluation episode.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scenarios: Any = None, config: EnvConfig | dict | None = None, *,
+                 worker_index: int = 0, vector_index: int = 0) -> None:
+        self.config = config if isinstance(config, EnvConfig) else EnvConfig.from_dict(config)
+        self._scenario_source = scenarios
+        self._manager: Any = None
+        self.worker_index, self.vector_index = worker_index, vector_index
+        self.observation_space = gym.spaces.Dict({
+            "ego": gym.spaces.Box(-np.inf, np.inf, (EGO_DIM,), np.float32),
+            "peers": gym.spaces.Sequence(
+                gym.spaces.Box(-np.inf, np.inf, (PEER_DIM,), np.float32), stack=True),
+        })
+        self.action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self._params = load_params(self.config.emulator_params)
+        self.emulator_params_version = params_version(self._params)
+        self._emulator = EspNowEmulator(self._params, relay_hops=self.config.relay_hops)
+        self._sim: SumoProcess | None = None
+        self._episode_steps = round(self.config.episode_s / STEP_LENGTH_S)
+        n = self._params.noise_std
+        self._noise_std = np.array([n["position_std_m"], n["position_std_m"], n["speed_std_mps"],
+                                    n["accel_std_mps2"], n["heading_std_deg"]])
+
+    # ---- scenarios ---------------------------------------------------------------------------
+
+    @property
+    def scenarios(self) -> Any:
+        """The ScenarioManager (resolved on first use: constructing the env does no I/O)."""
+        if self._manager is None:
+            from roadsense.data import ScenarioManager
+
+            src = self._scenario_source
+            if isinstance(src, ScenarioManager):
+                self._manager = src
+            elif src is None:
+                from roadsense.sim import base_scenario
+
+                self._manager = ScenarioManager.single(base_scenario())
+            elif str(src).endswith(".sumocfg"):
+                self._manager = ScenarioManager.single(src)
+            else:
+                self._manager = ScenarioManager.from_dataset(src)
+        return self._manager
+
+    # ---- gymnasium API -----------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"scenario_id", "hazard", "radio"}
+        if unknown:
+            raise ConfigError(f"unknown reset options {sorted(unknown)}",
+                              fix="use scenario_id, hazard, radio")
+        cfg = self.config
+        seeds = seeds_from_rng(self.np_random)
+        self.seeds = seeds
+        if "scenario_id" in options:
+            scenario = self.scenarios.get(options["scenario_id"])
+        else:
+            scenario = self.scenarios.pick(np.random.default_rng(seeds.scenario))
+        self.scenario = scenario
+        if self._sim is None:
+            self._sim = SumoProcess(scenario.sumocfg, backend=cfg.sumo_backend,
+                                    worker_index=self.worker_index,
+                                    vector_index=self.vector_index)
+        sim = self._sim
+        states = sim.reset(seeds.sumo, scenario.sumocfg)
+        hazard_rng = np.random.default_rng(seeds.hazards)
+        self._sensor_rng = np.random.default_rng(seeds.domain)
+
+        # Drivers: the ego's small braking reserve, every convoy car in its lane, and each car's
+        # reaction phase reset at its own random warm-up step (cars inserted together would
+        # otherwise react in lockstep).
+        radio_ids = [v for v in states.ids if RADIO_ID.match(v)]
+        for vid in radio_ids:
+            sim.set_lane_change_mode(vid, 0)
+        sim.set_vehicle_params(EGO_ID, emergency_decel=cfg.ego_emergency_decel_mps2)
+        self._ego_asl = sim.vehicle_param(EGO_ID, "action_step_length")
+        warmup = max(1, round(cfg.warmup_s / STEP_LENGTH_S))
+        phase_at = {vid: int(hazard_rng.integers(0, warmup)) for vid in states.ids}
+        asl = {vid: sim.vehicle_param(vid, "action_step_length") for vid in states.ids}
+        for k in range(warmup):
+            for vid, at in phase_at.items():
+                if at == k and vid in states:
+                    sim.set_action_step_length(vid, asl[vid], True)
+            states = sim.step()
+        if EGO_ID not in states:
+            raise ConfigError(f"ego {EGO_ID} left the road during warm-up",
+                              path=scenario.sumocfg, fix="give the scenario a longer road")
+        self._t0 = states.time_s
+
+        # Hazard: which car, drawn among the cars ahead on the ego's lane.
+        ahead = self._cars_ahead(states)
+        if "hazard" in options:
+            plan = None if options["hazard"] is None else validate_plan(dict(options["hazard"]))
+        else:
+            plan = draw_plan(hazard_rng, len(ahead), cfg.hazard)
+        hazard_vid = None
+        if plan is not None:
+            if plan["rank"] > len(ahead):
+                raise ConfigError(f"hazard rank {plan['rank']} but only {len(ahead)} cars ahead "
+                                  f"in scenario {scenario.id}", fix="use a rank within range")
+            hazard_vid = ahead[plan["rank"] - 1]
+        self._hazard = HazardController(plan, hazard_vid)
+
+        # Radio: every radio car sends, only the ego listens (the policy's view).
+        radio = dict(options.get("radio") or {})
+        self._radio_ids = radio_ids
+        self._radio_info = self._emulator.reset(
+            np.random.default_rng(seeds.radio), radio_ids, receivers=[EGO_ID],
+            domain_randomization=cfg.domain_randomization and not radio, overrides=radio or None)
+        self._last_ids: list[str] | None = None
+        self._prev_angle = np.zeros(0)
+        self._heading_err = 0.0
+
+        self._overriding = False
+        self._prev_brake = 0.0
+        self._steps = 0
+        self._rewards = RewardTracker(cfg.reward, cfg.max_brake_mps2)
+        self._gt = {"min_gap_m": math.inf, "min_ttc_s": math.inf, "hazard_msg_rx_s": None,
+                    "first_brake_s": None, "brake_steps": 0, "other_collisions": 0}
+        self._states = states
+        self._episode_info = {
+            "scenario_id": scenario.id,
+            "hazard": plan,
+            "hazard_vehicle": hazard_vid,
+            "peer_count": len(radio_ids) - 1,
+            "radio_loss_rate": self._radio_info["loss_scale"] * self._params.overall_loss,
+            "radio": self._radio_info,
+            "seeds": seeds.as_dict(),
+        }
+        obs, peers = self._observe(states)
+        return obs, self._info(collision=False, peers=peers)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
+                                                dict[str, Any]]:
+        if self._sim is None or self._states is None:
+            raise RuntimeError("call reset() before step()")
+        cfg, sim, states = self.config, self._sim, self._states
+        brake = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        if not math.isfinite(brake):
+            raise ValueError(f"action must be finite, got {action!r}")
+        brake = min(1.0, max(0.0, brake))
+        ego = states.index(EGO_ID)
+        t_ep = states.time_s - self._t0
+
+        braking = brake > cfg.brake_threshold
+        if braking:
+            if not self._overriding:
+                sim.set_speed_mode(EGO_ID, SPEED_MODE_NO_DECEL_CAP)
+                self._overriding = True
+            sim.set_speed(EGO_ID, max(0.0, states.speed[ego]
+                                      - brake * cfg.max_brake_mps2 * STEP_LENGTH_S))
+            if self._gt["first_brake_s"] is None:
+                self._gt["first_brake_s"] = round(t_ep, 3)
+            self._gt["brake_steps"] += 1
+        elif self._overriding:  # hand back, with a fresh reaction phase for the driver
+            sim.set_speed(EGO_ID, -1)
+            sim.set_speed_mode(EGO_ID, SPEED_MODE_DEFAULT)
+            sim.set_action_step_length(EGO_ID, self._ego_asl, True)
+            self._overriding = False
+
+        hz = self._hazard
+        if hz.vehicle_id is not None:
+            hv = hz.vehicle_id
+            hz.update(sim, t_ep, float(states.speed[states.index(hv)]) if hv in states else None)
+
+        states = sim.step()
+        self._states = states
+        self._steps += 1
+        t_ep = states.time_s - self._t0
+
+        ego_hit = False
+        for c in sim.collisions:
+            if EGO_ID in (c.collider, c.victim):
+                ego_hit = True
+            else:
+                self._gt["other_collisions"] += 1
+        if EGO_ID not in states:  # left the road: nothing more to observe
+            obs = {"ego": ego_features(0.0, 0.0, brake),
+                   "peers": np.zeros((0, PEER_DIM), np.float32)}
+            return obs, 0.0, False, True, self._info(collision=False, peers=0)
+
+        obs, peers = self._observe(states, brake)
+        ttc, gap = self._ttc(states)
+        self._gt["min_gap_m"] = min(self._gt["min_gap_m"], gap)
+        self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
+        reason = hz.active or (hz.resolved_at_s is not None and t_ep - hz.resolved_at_s < 5.0)
+        reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
+                                    collision=ego_hit, justified=reason)
+        self._prev_brake = brake
+        truncated = self._steps >= self._episode_steps and not ego_hit
+        return obs, reward, ego_hit, truncated, self._info(collision=ego_hit, peers=peers)
+
+    def close(self) -> None:
+        if self._sim is not None:
+            self._sim.close()
+            self._sim = None
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _cars_ahead(self, states: Any) -> list[str]:
+        """Ids ahead of the ego on its lane, nearest first."""
+        ego = states.index(EGO_ID)
+        lane, pos = states.lane_index[ego], states.route_pos_m[ego]
+        ahead = [(states.route_pos_m[i], vid) for i, vid in enumerate(states.ids)
+                 if states.lane_index[i] == lane and states.route_pos_m[i] > pos]
+        return [vid for _, vid in sorted(ahead)]
+
+    def _ttc(self, states: Any) -> tuple[float, float]:
+        """(time-to-collision, bumper gap) of the ego to its leader; inf when not closing."""
+        ego = states.index(EGO_ID)
+        gap = float(states.leader_gap_m[ego])
+        leader = states.leader_id[ego]
+        if not leader or gap != gap:
+            return math.inf, math.inf
+        closing = float(states.speed[ego] - states.speed[states.index(leader)])
+        return (gap / closing if closing > 1e-6 else math.inf), gap
+
+    def _observe(self, states: Any, brake: float = 0.0) -> tuple[dict[str, np.ndarray], int]:
+        ids = states.ids
+        if ids != self._last_ids:  # vehicles came or went: rebuild the radio index
+            self._last_ids = ids
+            self._radio_idx = np.array([i for i, v in enumerate(ids) if RADIO_ID.match(v)],
+                                       dtype=np.intp)
+            self._all_radio = len(self._radio_idx) == len(ids)
+            self._radio_now = [ids[i] for i in self._radio_idx]
+            self._prev_angle = states.angle_deg[self._radio_idx]
+        idx = slice(None) if self._all_radio else self._radio_idx
+        angle = states.angle_deg[idx]
+        yaw = np.radians((angle - self._prev_angle + 180.0) % 360.0 - 180.0) / STEP_LENGTH_S
+        self._prev_angle = angle
+        now = states.time_s
+        self._emulator.step(now, self._radio_now, states.x[idx], states.y[idx], states.speed[idx],
+                            states.accel[idx], angle, -yaw)
+        msgs = self._emulator.view(EGO_ID)
+
+        # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
+        ego = states.index(EGO_ID)
+        noise = self._sensor_rng.standard_normal(5) * self._noise_std
+        # A car fuses its GPS heading over time: low-pass the heading error (alpha 0.1 leaves
+        # ~1.1 deg of the 4.7 deg per-fix noise), else lateral offsets of far peers jitter by
+        # metres from the ego's own heading alone.
+        self._heading_err += 0.1 * (noise[4] - self._heading_err)
+        heading = math.radians(90.0 - states.angle_deg[ego] + self._heading_err)
+        speed = float(states.speed[ego] + noise[2])
+        peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
+                          msgs, now)
+        if self._hazard.vehicle_id is not None and self._gt["hazard_msg_rx_s"] is None:
+            self._note_hazard_message(msgs, now)
+        obs = {"ego": ego_features(speed, float(states.accel[ego] + noise[3]), brake),
+               "peers": peers}
+        return obs, len(peers)
+
+
+    def _note_hazard_message(self, msgs: Any, now: float) -> None:
+        hit = (msgs.sender == self._hazard.vehicle_id) & (
+            msgs.accel <= -self.config.hazard_msg_decel_mps2)
+        if hit.any():
+            self._gt["hazard_msg_rx_s"] = round(now - self._t0, 3)
+
+    def _info(self, *, collision: bool, peers: int) -> dict[str, Any]:
+        gt, hz = self._gt, self._hazard
+        info = dict(self._episode_info)  # the per-episode part is built once, in reset
+        info.update(
+            collision=collision,
+            hazard_phase=hz.phase,
+            min_gap_m=gt["min_gap_m"],
+            min_ttc_s=gt["min_ttc_s"],
+            hazard_msg_rx_s=gt["hazard_msg_rx_s"],
+            first_brake_s=gt["first_brake_s"],
+            false_brake=hz.plan is None and gt["first_brake_s"] is not None,
+            brake_steps=gt["brake_steps"],
+            other_collisions=gt["other_collisions"],
+            peers_held=peers,
+            reward_terms=dict(self._rewards.terms),
+            time_s=round(self._states.time_s - self._t0, 3),
+        )
+        return info
+
+
+def make_env(env_config: dict[str, Any] | None = None) -> ConvoyEnv:
+    """Build from one flat dict (the RLlib/Tune style): `scenarios` plus `EnvConfig` fields."""
+    cfg = dict(env_config or {})
+    scenarios = cfg.pop("scenarios", None)
+    worker = int(cfg.pop("worker_index", 0))
+    vector = int(cfg.pop("vector_index", 0))
+    if isinstance(scenarios, Path):
+        scenarios = str(scenarios)
+    return ConvoyEnv(scenarios, cfg, worker_index=worker, vector_index=vector)

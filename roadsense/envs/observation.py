@@ -1,0 +1,73 @@
+"""Observation building: the ego's own noisy sensors and one row per held peer message.
+
+Every feature is an SI quantity divided by a fixed scale so values sit around [-1, 1]:
+
+| ego feature   | quantity                                        | unit  | scale |
+|---------------|-------------------------------------------------|-------|-------|
+| speed         | own speed (wheel/GPS, with measured noise)       | m/s   | 30    |
+| accel         | own longitudinal acceleration (IMU, noisy)       | m/s^2 | 5     |
+| prev_brake    | the agent's previous brake command               | 0..1  | 1     |
+
+| peer feature  | quantity (in the ego's frame)                    | unit  | scale |
+|---------------|-------------------------------------------------|-------|-------|
+| long_offset   | distance ahead (+) / behind (-) along ego heading | m    | 100   |
+| lat_offset    | distance to the left (+)                         | m     | 10    |
+| rel_speed     | peer speed minus ego speed                       | m/s   | 10    |
+| accel         | peer's reported acceleration                     | m/s^2 | 5     |
+| rel_heading   | peer heading minus ego heading, wrapped          | rad   | 1     |
+| age           | now minus the message's send time                | s     | 0.5   |
+| extra_hops    | relay hops beyond the direct one                 | -     | 1     |
+
+Positions and headings on both sides are GPS/IMU estimates with the measured noise, so the
+offsets carry the noise of both cars, as in a real car.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from roadsense.comms import ReceivedMessages
+
+EGO_FEATURES = ("speed", "accel", "prev_brake")
+PEER_FEATURES = ("long_offset", "lat_offset", "rel_speed", "accel", "rel_heading", "age",
+                 "extra_hops")
+EGO_SCALE = np.array([30.0, 5.0, 1.0], dtype=np.float32)
+PEER_SCALE = np.array([100.0, 10.0, 10.0, 5.0, 1.0, 0.5, 1.0])
+EGO_DIM, PEER_DIM = len(EGO_FEATURES), len(PEER_FEATURES)
+PEER_INDEX = {name: i for i, name in enumerate(PEER_FEATURES)}
+_INV_PEER_SCALE = 1.0 / PEER_SCALE
+
+
+def sumo_angle_to_rad(angle_deg: np.ndarray | float) -> np.ndarray | float:
+    """SUMO's angle (0 = north, clockwise, degrees) to a math heading (0 = east, CCW, rad)."""
+    return np.radians(90.0 - angle_deg)
+
+
+def ego_features(speed: float, accel: float, prev_brake: float) -> np.ndarray:
+    return np.array([speed, accel, prev_brake], dtype=np.float32) / EGO_SCALE
+
+
+def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: float,
+              msgs: ReceivedMessages, now_s: float) -> np.ndarray:
+    """(K, PEER_DIM) float32 rows, one per held message, in the order the messages come.
+
+    A pure function of its inputs: permuting the messages permutes the rows, nothing else.
+    """
+    if len(msgs) == 0:
+        return np.zeros((0, PEER_DIM), dtype=np.float32)
+    rows = np.empty((len(msgs), PEER_DIM))
+    dx = msgs.x - ego_x
+    dy = msgs.y - ego_y
+    c, s = math.cos(ego_heading_rad), math.sin(ego_heading_rad)
+    rows[:, 0] = dx * c + dy * s
+    rows[:, 1] = dy * c - dx * s
+    rows[:, 2] = msgs.speed - ego_speed
+    rows[:, 3] = msgs.accel
+    rows[:, 4] = (np.radians(90.0 - msgs.heading_deg) - ego_heading_rad + np.pi) % (2 * np.pi)
+    rows[:, 4] -= np.pi
+    rows[:, 5] = now_s - msgs.send_time_s
+    rows[:, 6] = msgs.hops - 1.0
+    rows *= _INV_PEER_SCALE
+    return rows.astype(np.float32)

@@ -1,0 +1,46 @@
+"""Reward terms of `ConvoyEnv`; each is reported separately so training can log it.
+
+| term          | per          | value                                                          |
+|---------------|--------------|----------------------------------------------------------------|
+| collision     | terminal     | -collision when the ego is in a collision                      |
+| unsafe_ttc    | second       | -unsafe_ttc * (1 - ttc / ttc_safe) while ttc < ttc_safe        |
+| comfort       | second       | -comfort * (agent deceleration / max deceleration)^2           |
+| jerk          | step         | -jerk * abs(change of the brake command)                       |
+| false_brake   | second       | -false_brake * brake while there is no reason to brake: no      |
+|               |              | hazard braking or just resolved (5 s), and ttc >= ttc_safe     |
+"""
+
+from __future__ import annotations
+
+from roadsense import STEP_LENGTH_S
+from roadsense.envs.config import RewardWeights
+
+TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake")
+
+
+class RewardTracker:
+    """Computes one step's reward and accumulates every term over the episode."""
+
+    def __init__(self, weights: RewardWeights, max_brake_mps2: float) -> None:
+        self.w = weights
+        self.max_brake = max_brake_mps2
+        self.terms = dict.fromkeys(TERMS, 0.0)
+        self._prev_brake = 0.0
+
+    def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool) -> float:
+        """`brake` in [0, 1] (0 when the driver drives); `justified`: a hazard is under way."""
+        w, dt = self.w, STEP_LENGTH_S
+        unsafe = ttc_s < w.ttc_safe_s
+        r_collision = -w.collision if collision else 0.0
+        r_ttc = -w.unsafe_ttc * (1.0 - ttc_s / w.ttc_safe_s) * dt if unsafe else 0.0
+        r_comfort = -w.comfort * brake * brake * dt
+        r_jerk = -w.jerk * abs(brake - self._prev_brake)
+        r_false = -w.false_brake * brake * dt if brake and not (justified or unsafe) else 0.0
+        self._prev_brake = brake
+        t = self.terms
+        t["collision"] += r_collision
+        t["unsafe_ttc"] += r_ttc
+        t["comfort"] += r_comfort
+        t["jerk"] += r_jerk
+        t["false_brake"] += r_false
+        return r_collision + r_ttc + r_comfort + r_jerk + r_false
