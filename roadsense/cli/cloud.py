@@ -1,0 +1,278 @@
+"""`roadsense cloud`: cluster config validation, budgets, and SageMaker (image push, train, tune).
+
+Every command that talks to AWS has ``--dry-run``, which prints the request JSON and sends
+nothing. Credentials come from the standard AWS chain (and ``AWS_ENDPOINT_URL``), never flags.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from roadsense.cloud.sagemaker import ROLE_ENV
+from roadsense.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+sagemaker_app = typer.Typer(
+    no_args_is_help=True, help="SageMaker Phase 2: push the image, train, tune (gated)."
+)
+app.add_typer(sagemaker_app, name="sagemaker")
+
+console = Console(stderr=True, soft_wrap=True)
+DEFAULT_CLUSTER = Path("cluster.yaml")
+HERE = Path(".")
+
+
+def _print_json(data: dict) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _job_name(prefix: str) -> str:
+    return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def validate(
+    cluster_yaml: Annotated[Path, typer.Argument(help="The Ray cluster config.")] = DEFAULT_CLUSTER,
+) -> None:
+    """Validate a Ray cluster config offline: Ray's schema and checks plus our rules."""
+    from roadsense.cloud.cluster import validate_cluster_config
+
+    report = validate_cluster_config(cluster_yaml)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/yellow]: {cluster_yaml}: {warning}", highlight=False)
+    if report.problems:
+        for problem in report.problems:
+            console.print(f"[red]problem[/red]: {cluster_yaml}: {problem}", highlight=False)
+        raise ConfigError(
+            f"{len(report.problems)} problem(s) in the cluster config (listed above)",
+            fix="correct them and re-run `roadsense cloud validate`",
+            path=cluster_yaml,
+        )
+    console.print(f"{cluster_yaml}: ok (Ray's checks and ours)", highlight=False)
+
+
+@app.command()
+def budget(
+    limit_usd: float = typer.Option(..., "--limit-usd", help="Monthly cost limit in USD."),
+    email: str = typer.Option(..., "--email", help="Address that receives the alerts."),
+    name: str = typer.Option("roadsense-monthly", "--name", help="Budget name."),
+    alert_percent: float = typer.Option(80.0, help="Alert when actual spend passes this %."),
+    account: str | None = typer.Option(None, help="Account id (default: the caller's, STS)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
+) -> None:
+    """Create an AWS Budgets monthly cost budget with e-mail alerts (actual and forecast)."""
+    from roadsense.cloud import budget as budgets
+
+    if account is None:
+        account = "ACCOUNT_ID" if dry_run else budgets.caller_account()
+    request = budgets.build_budget_request(
+        account=account,
+        name=name,
+        monthly_limit_usd=limit_usd,
+        email=email,
+        alert_percent=alert_percent,
+    )
+    if dry_run:
+        _print_json({"CreateBudget": request})
+        return
+    budgets.create_budget(request)
+    console.print(f"budget {name!r}: {limit_usd:.2f} USD/month, alerts to {email}")
+
+
+@sagemaker_app.command("push-image")
+def push_image(
+    repository: str = typer.Option("roadsense", help="ECR repository name."),
+    tag: str | None = typer.Option(None, help="Image tag (default: <version>-<git commit>)."),
+    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
+    context: Annotated[Path, typer.Option(help="Docker build context (repository root).")] = HERE,
+    print_only: bool = typer.Option(
+        False, "--print-only", help="Create the repository; print the docker commands only."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
+) -> None:
+    """Create the ECR repository and push the image (or print the docker commands)."""
+    from roadsense import __version__
+    from roadsense.cloud import ecr
+    from roadsense.cloud.aws import region_name
+
+    if dry_run:
+        commit = ecr.git_commit(context)
+        plan = ecr.PushPlan(
+            repository_uri=f"ACCOUNT_ID.dkr.ecr.{region_name(region)}.amazonaws.com/{repository}",
+            tag=tag or ecr.default_tag(__version__, commit),
+            region=region_name(region),
+            git_commit=commit,
+        )
+        _print_json(
+            {
+                "CreateRepository": {
+                    "repositoryName": repository,
+                    "imageTagMutability": "IMMUTABLE",
+                    "imageScanningConfiguration": {"scanOnPush": True},
+                },
+                "image_uri": plan.image_uri,
+                "commands": ecr.format_commands(plan, context),
+            }
+        )
+        return
+    plan = ecr.make_plan(repository, region=region, tag=tag, context=context)
+    if not print_only and ecr.docker_engine_available():
+        ecr.run_push(plan, context)
+        console.print(f"pushed {plan.image_uri}", highlight=False)
+        return
+    if not print_only:
+        console.print("no working docker engine here; run these commands where one is:")
+    for line in ecr.format_commands(plan, context):
+        typer.echo(line)
+    console.print(f"image: {plan.image_uri}", highlight=False)
+
+
+def _training_spec(
+    *,
+    job_name: str,
+    image: str,
+    role: str | None,
+    dataset: str,
+    output: str,
+    checkpoints: str,
+    instance_type: str,
+    max_runtime_minutes: int,
+    max_wait_minutes: int | None,
+    spot: bool,
+    input_mode: str,
+    train_args: list[str],
+):
+    from roadsense.cloud.sagemaker import TrainingJobSpec
+
+    return TrainingJobSpec(
+        job_name=job_name,
+        image_uri=image,
+        role_arn=role or "",
+        dataset_uri=dataset,
+        output_uri=output,
+        checkpoint_uri=checkpoints,
+        instance_type=instance_type,
+        max_runtime_minutes=max_runtime_minutes,
+        max_wait_minutes=max_wait_minutes,
+        spot=spot,
+        input_mode=input_mode,
+        train_args=list(train_args),
+    )
+
+
+_ROLE_HELP = "SageMaker execution role ARN."
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@sagemaker_app.command("train", context_settings=_EXTRA)
+def sagemaker_train(
+    ctx: typer.Context,
+    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
+    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
+    output: str = typer.Option(..., help="s3:// prefix for the job's output."),
+    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
+    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
+    job_name: str | None = typer.Option(None, help="Job name (default roadsense-<utc time>)."),
+    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
+    max_runtime_minutes: int = typer.Option(720, help="Hard cap; training stops 10 min before."),
+    max_wait_minutes: int | None = typer.Option(None, help="Spot: runtime + waiting (default 2x)."),
+    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
+    input_mode: str = typer.Option("FastFile", help="Dataset channel mode: FastFile or File."),
+    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
+) -> None:
+    """Start a SageMaker training job running `roadsense train --resume` (args after `--`)."""
+    from roadsense.cloud import sagemaker
+
+    spec = _training_spec(
+        job_name=job_name or _job_name("roadsense"),
+        image=image,
+        role=role,
+        dataset=dataset,
+        output=output,
+        checkpoints=checkpoints,
+        instance_type=instance_type,
+        max_runtime_minutes=max_runtime_minutes,
+        max_wait_minutes=max_wait_minutes,
+        spot=spot,
+        input_mode=input_mode,
+        train_args=ctx.args,
+    )
+    request = sagemaker.build_training_job_request(spec)
+    if dry_run:
+        _print_json({"CreateTrainingJob": request})
+        return
+    arn = sagemaker.create_training_job(request, region)
+    typer.echo(arn)
+
+
+@sagemaker_app.command("tune")
+def sagemaker_tune(
+    hp_range: Annotated[list[str], typer.Option("--range", help="NAME=MIN:MAX[:log], repeat.")],
+    phase1: str | None = typer.Option(None, help="Phase 1 run dir or run_manifest.json."),
+    force: bool = typer.Option(False, "--force", help="Tune even if the gate refuses."),
+    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
+    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
+    output: str = typer.Option(..., help="s3:// prefix for the jobs' output."),
+    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
+    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
+    job_name: str | None = typer.Option(None, help="Tuning job name (<= 32 characters)."),
+    objective: str = typer.Option("convoy/collision_rate", help="Metric parsed from the log."),
+    maximize: bool = typer.Option(False, "--maximize", help="Maximize (default: minimize)."),
+    max_jobs: int = typer.Option(8, help="Training jobs in total."),
+    max_parallel: int = typer.Option(2, help="Training jobs at a time."),
+    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
+    max_runtime_minutes: int = typer.Option(720, help="Hard cap per training job."),
+    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
+    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
+) -> None:
+    """Start a SageMaker hyperparameter tuning job, only through the Phase 1 stability gate."""
+    from roadsense.cli.tune import check_gate
+    from roadsense.cloud import sagemaker
+
+    gate, forced = check_gate(phase1, force=force)
+    name = job_name or _job_name("rs-tune")[:32]
+    spec = _training_spec(
+        job_name=name,
+        image=image,
+        role=role,
+        dataset=dataset,
+        output=output,
+        checkpoints=checkpoints,
+        instance_type=instance_type,
+        max_runtime_minutes=max_runtime_minutes,
+        max_wait_minutes=None,
+        spot=spot,
+        input_mode="FastFile",
+        train_args=[],
+    )
+    request = sagemaker.build_tuning_job_request(
+        spec,
+        tuning_job_name=name,
+        ranges=hp_range,
+        objective_metric=objective,
+        objective_type="Maximize" if maximize else "Minimize",
+        max_jobs=max_jobs,
+        max_parallel=max_parallel,
+    )
+    request["Tags"] += [
+        {"Key": "roadsense:gate-forced", "Value": str(forced).lower()},
+        {"Key": "roadsense:phase1-run", "Value": str(gate.run_id if gate else None)},
+    ]
+    if dry_run:
+        _print_json(
+            {
+                "CreateHyperParameterTuningJob": request,
+                "forced": forced,
+                "gate": gate.to_dict() if gate else None,
+            }
+        )
+        return
+    typer.echo(sagemaker.create_tuning_job(request, region))
