@@ -1,0 +1,85 @@
+"""Run a policy on a fixed evaluation suite: one row of ground-truth metrics per episode."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roadsense.data import load_suite
+from roadsense.envs import ConvoyEnv
+
+log = logging.getLogger(__name__)
+
+EVAL_ENV_CONFIG: dict[str, Any] = {"domain_randomization": False}
+"""Evaluation never randomises: the suite fixes scenario, seed, hazard and radio level."""
+
+
+def episode_row(info: dict[str, Any], ret: float, steps: int) -> dict[str, Any]:
+    """The per-episode metrics from the last `info` of an episode."""
+    plan = info["hazard"]
+    rx, brake = info["hazard_msg_rx_s"], info["first_brake_s"]
+    reaction = brake - rx if rx is not None and brake is not None and brake >= rx else None
+    return {
+        "scenario_id": info["scenario_id"],
+        "peer_count": int(info["peer_count"]),
+        "hazard": plan is not None,
+        "hazard_rank": int(plan["rank"]) if plan else 0,
+        "hazard_decel_mps2": float(plan["decel_mps2"]) if plan else 0.0,
+        "hazard_to_stop": bool(plan["to_stop"]) if plan else False,
+        "radio_loss_rate": float(info["radio_loss_rate"]),
+        "collision": bool(info["collision"]),
+        "other_collisions": int(info["other_collisions"]),
+        "min_ttc_s": _finite(info["min_ttc_s"]),
+        "min_gap_m": _finite(info["min_gap_m"]),
+        "hazard_msg_rx_s": rx,
+        "first_brake_s": brake,
+        "reaction_s": reaction,
+        "false_brake": bool(info["false_brake"]),
+        "brake_steps": int(info["brake_steps"]),
+        "return": float(ret),
+        "steps": steps,
+    }
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or math.isinf(v) else float(v)
+
+
+def run_suite(policy: Callable[[dict[str, np.ndarray]], np.ndarray], suite_name: str, *,
+              policy_name: str = "policy", root: Path = Path("datasets"),
+              env_config: dict[str, Any] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Every episode of the suite, in its order, with one env (one SUMO reloaded per episode)."""
+    suite = load_suite(suite_name)
+    scenarios = suite.open(root)
+    env = ConvoyEnv(scenarios, {**EVAL_ENV_CONFIG, **(env_config or {})})
+    rows = []
+    started = time.perf_counter()
+    try:
+        for i, ep in enumerate(suite.episodes):
+            obs, info = env.reset(seed=ep.seed, options=ep.reset_options())
+            if hasattr(policy, "reset"):
+                policy.reset()
+            ret, steps, done = 0.0, 0, False
+            while not done:
+                obs, reward, term, trunc, info = env.step(policy(obs))
+                ret += reward
+                steps += 1
+                done = term or trunc
+            row = episode_row(info, ret, steps)
+            row.update(suite=suite.name, suite_version=suite.version, episode=i,
+                       seed=ep.seed, policy=policy_name)
+            rows.append(row)
+            if progress:
+                progress(i + 1, len(suite.episodes))
+    finally:
+        env.close()
+    log.info("%s on %s: %d episodes in %.1f s", policy_name, suite.name, len(rows),
+             time.perf_counter() - started)
+    return rows
