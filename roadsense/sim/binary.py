@@ -41,7 +41,7 @@ def sumo_version() -> str:
     out = subprocess.run(
         [str(sumo_binary()), "--version"], capture_output=True, text=True, timeout=30
     ).stdout
-    match = re.search(r"Version\s+(\S+)", out)
+    match = re.search(r"SUMO sumo (?:Version )?(\d+\.\d+\.\d+)", out)
     return match.group(1) if match else "unknown"
 
 

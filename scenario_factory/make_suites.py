@@ -1,0 +1,128 @@
+"""Draw the eval suites once, deterministically, and write ``eval_suites/*.json``.
+
+    python -m scenario_factory.make_suites [--root datasets] [--check]
+
+The suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
+needed). Hazard plans, seeds and radio levels come from one fixed seed, so re-running this
+script writes the same files; ``--check`` only compares and exits 1 on a difference. Commit
+the JSON files; bump a suite's version when its content changes on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from roadsense.data.default import DEFAULT_EVAL_DATASET, ensure_dataset
+from roadsense.data.index import read_index
+from roadsense.data.manager import ScenarioManager
+from roadsense.data.suites import SUITES_DIR
+
+SUITES_SEED = 5150
+RADIO_LEVELS: list[dict] = [{}, {"loss_rate": 0.15}, {"loss_rate": 0.30}]
+"""Calibrated defaults, then the emulator scaled to 15% and 30% overall loss."""
+
+log = logging.getLogger(__name__)
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**31 - 1))
+
+
+def _hazard(rng: np.random.Generator, vehicles_ahead: int) -> dict:
+    return {
+        "rank": int(rng.integers(1, vehicles_ahead + 1)),
+        # ConvoyEnv's training window (HazardConfig.onset_s): the chain reaction must fit the
+        # 25 s episode.
+        "onset_s": round(float(rng.uniform(3.0, 10.0)), 1),
+        "decel_mps2": round(float(rng.uniform(2.5, 9.0)), 2),
+        "duration_s": round(float(rng.uniform(0.5, 3.0)), 1),
+        "to_stop": bool(rng.random() < 0.3),
+    }
+
+
+def draw_suites(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
+    """The three suites from the eval dataset's index rows (scenario id order)."""
+    rng = np.random.default_rng(SUITES_SEED)
+    dataset = {"name": DEFAULT_EVAL_DATASET, "manifest_hash": manifest_hash}
+    standard = []
+    for row in rows:
+        for radio in RADIO_LEVELS:
+            for _ in range(2):
+                standard.append({
+                    "scenario_id": row["scenario_id"], "seed": _seed(rng),
+                    "hazard": _hazard(rng, row["vehicles_ahead"]), "radio": radio,
+                })
+    no_hazard = []
+    for row in rows:
+        for k in range(2):
+            no_hazard.append({
+                "scenario_id": row["scenario_id"], "seed": _seed(rng), "hazard": None,
+                "radio": RADIO_LEVELS[(len(no_hazard) + k) % len(RADIO_LEVELS)],
+            })
+    by_peers = {}
+    for row in rows:
+        by_peers.setdefault(row["peer_count"], row)
+    smoke = [
+        {"scenario_id": by_peers[p]["scenario_id"], "seed": _seed(rng),
+         "hazard": _hazard(rng, by_peers[p]["vehicles_ahead"]), "radio": radio}
+        for p, radio in ((0, {}), (2, {"loss_rate": 0.15}), (5, {}), (9, {"loss_rate": 0.30}))
+    ] + [{"scenario_id": by_peers[3]["scenario_id"], "seed": _seed(rng), "hazard": None,
+          "radio": {}}]
+    made_by = f"scenario_factory/make_suites.py (seed {SUITES_SEED})"
+    return {
+        "smoke": {
+            "name": "smoke", "version": "1", "dataset": dataset, "generated_by": made_by,
+            "description": "Five quick episodes (four hazards, one without) for tests.",
+            "episodes": smoke,
+        },
+        "standard-v1": {
+            "name": "standard-v1", "version": "1", "dataset": dataset, "generated_by": made_by,
+            "description": "Every eval scenario (peer counts 0..12, three families) x radio "
+                           "levels (calibrated, 15%, 30% loss) x 2 hazards (rank 1..cars ahead,"
+                           " 2.5-9 m/s^2, 30% to a stop).",
+            "radio_levels": RADIO_LEVELS,
+            "episodes": standard,
+        },
+        "no-hazard-v1": {
+            "name": "no-hazard-v1", "version": "1", "dataset": dataset, "generated_by": made_by,
+            "description": "Every eval scenario twice without a hazard: false braking.",
+            "radio_levels": RADIO_LEVELS,
+            "episodes": no_hazard,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("datasets"))
+    parser.add_argument("--out", type=Path, default=SUITES_DIR)
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a change")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = ensure_dataset(DEFAULT_EVAL_DATASET, args.root)
+    mgr = ScenarioManager.from_dataset(path, split="eval")
+    table = read_index(mgr.root / "index.parquet")
+    rows = table.select(["scenario_id", "peer_count", "vehicles_ahead"]).to_pylist()
+    changed = []
+    for name, suite in draw_suites(rows, mgr.manifest_hash).items():
+        path = args.out / f"{name}.json"
+        text = json.dumps(suite, indent=1) + "\n"
+        if path.is_file() and path.read_text() == text:
+            continue
+        changed.append(path)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for path in changed:
+        log.info("%s %s", "differs:" if args.check else "wrote", path)
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
