@@ -4,7 +4,6 @@ of merely hashing the same files. Everything is measured in this run on this mac
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -32,7 +31,6 @@ def _rate(count: int, workers: int, scratch: Path) -> float:
 
 def run(quick: bool = False) -> list[dict]:
     """Rows: generation rate (2 processes vs 1) and check seconds per 1,000 scenarios."""
-    os.environ.setdefault("LIBSUMO_AS_TRACI", "quiet")
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="roadsense-bench-"))
     try:

@@ -82,8 +82,9 @@ def test_install_step_is_the_makefiles_script(steps):
     # Same interpreter and the same script file...
     assert image_call[:2] == make_call[:2] == ["bash", "scripts/install.sh"]
     assert (ROOT / "scripts" / "install.sh").is_file()
-    # ...differing only in the image's venv location and the dev/editable extras.
-    assert image_call[2:] == ["--venv", "/opt/venv"]
+    # ...differing only in the image's venv location and the dev extras. Editable in both, so
+    # the source tree's eval_suites/ and rllib_configs/ are the ones the package reads.
+    assert image_call[2:] == ["--editable", "--venv", "/opt/venv"]
     assert set(make_call[2:]) - {"--dev", "--editable"} == {"--venv", "$(VENV)"}
 
 

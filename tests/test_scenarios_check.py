@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def roadsense_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LIBSUMO_AS_TRACI": "quiet", "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "roadsense", *args], capture_output=True,
                           text=True, timeout=300, env=env, cwd=REPO)
 

@@ -165,7 +165,6 @@ def build_training_job_request(spec: TrainingJobSpec) -> dict:
         "EnableManagedSpotTraining": spec.spot,
         "CheckpointConfig": {"S3Uri": spec.checkpoint_uri, "LocalPath": CHECKPOINT_DIR},
         "Environment": {
-            "LIBSUMO_AS_TRACI": "quiet",
             "RAY_AUTH_MODE": "token",
             "RS_MAX_RUNTIME_MIN": str(spec.train_runtime_minutes),
         },

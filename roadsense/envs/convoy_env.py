@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ class ConvoyEnv(gym.Env):
     ## Arguments
     `scenarios`: a `ScenarioManager`, a dataset folder or `s3://` URI, a `.sumocfg`, or None (the
     built-in base convoy). `config`: an `EnvConfig` or dict. `worker_index`/`vector_index`: the
-    owner's identity (TCP ports when the traci backend is used).
+    owner's identity (TCP ports when the traci backend is used); `identity` is the same as the
+    dict the RLlib vector env passes (`{worker_index, vector_index, purpose}`).
 
     `reset(options=...)` takes `scenario_id`, `hazard` (a plan dict or None) and `radio` (e.g.
     `{"loss_rate": 0.3}`) to replay a fixed evaluation episode.
@@ -81,10 +83,16 @@ class ConvoyEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, scenarios: Any = None, config: EnvConfig | dict | None = None, *,
-                 worker_index: int = 0, vector_index: int = 0) -> None:
+                 worker_index: int = 0, vector_index: int = 0,
+                 identity: dict[str, Any] | None = None) -> None:
         self.config = config if isinstance(config, EnvConfig) else EnvConfig.from_dict(config)
         self._scenario_source = scenarios
         self._manager: Any = None
+        if identity:  # from the RLlib vector env: evaluation runners get their own port range
+            worker_index = int(identity.get("worker_index", 0))
+            vector_index = int(identity.get("vector_index", 0))
+            if identity.get("purpose") == "eval":
+                worker_index += 10_000
         self.worker_index, self.vector_index = worker_index, vector_index
         self.observation_space = gym.spaces.Dict({
             "ego": gym.spaces.Box(-np.inf, np.inf, (EGO_DIM,), np.float32),
@@ -197,6 +205,7 @@ class ConvoyEnv(gym.Env):
         self._overriding = False
         self._prev_brake = 0.0
         self._steps = 0
+        self._sumo_s = 0.0
         self._rewards = RewardTracker(cfg.reward, cfg.max_brake_mps2)
         self._gt = {"min_gap_m": math.inf, "min_ttc_s": math.inf, "hazard_msg_rx_s": None,
                     "first_brake_s": None, "brake_steps": 0, "other_collisions": 0}
@@ -246,7 +255,9 @@ class ConvoyEnv(gym.Env):
             hv = hz.vehicle_id
             hz.update(sim, t_ep, float(states.speed[states.index(hv)]) if hv in states else None)
 
+        t_sim = time.perf_counter()
         states = sim.step()
+        self._sumo_s += time.perf_counter() - t_sim
         self._states = states
         self._steps += 1
         t_ep = states.time_s - self._t0
@@ -272,6 +283,12 @@ class ConvoyEnv(gym.Env):
         self._prev_brake = brake
         truncated = self._steps >= self._episode_steps and not ego_hit
         return obs, reward, ego_hit, truncated, self._info(collision=ego_hit, peers=peers)
+
+    @property
+    def sumo_step_ms(self) -> float:
+        """Mean wall time of a SUMO step this episode (kept out of `info`, which must be
+        identical for identical seeds)."""
+        return 1000.0 * self._sumo_s / max(1, self._steps)
 
     def close(self) -> None:
         if self._sim is not None:

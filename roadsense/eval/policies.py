@@ -32,7 +32,8 @@ class TorchPolicy:
             blob = torch.load(self.path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, KeyError) as exc:
             raise ConfigError(f"cannot read the policy file: {exc}", path=self.path,
-                              fix="point to a checkpoint folder written by `roadsense train`")
+                              fix="point to a checkpoint folder written by `roadsense train`"
+                              ) from exc
         self.net = DeepSets(blob["ego_dim"], blob["peer_dim"], blob["dist_dim"],
                             DeepSetsConfig.from_dict(blob["model"]))
         self.net.load_state_dict(blob["state_dict"])
