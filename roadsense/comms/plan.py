@@ -1,0 +1,195 @@
+"""The emulator's planned fast path: many steps of link outcomes computed at once.
+
+With one broadcast per vehicle per step (period == step length), latency below a step, no
+relay, and unchanged vehicles and distance bins, nothing a receiver sees depends on the
+vehicle states except the message content: which packets are lost (Gilbert-Elliott), when
+they arrive and which one each link shows at each step follow from the pre-drawn randomness
+alone. A plan computes that for up to `PLAN_MAX_STEPS` steps in a few whole-array operations;
+a planned step then only writes the content and checks that the distance bins still hold, and
+a view is a few slices. Plans consume exactly the randomness the step-by-step path would, and
+hand their state back to it (`_leave_plan`), so results are bit-identical either way
+(tests/test_comms_emulator.py checks it).
+
+`PlannedSteps` is a mixin of `EspNowEmulator`: it reads and writes the emulator's episode
+state (documented there) and holds no other reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from roadsense.comms.messages import ARRIVAL, HEADING, SEND, SLOT, ReceivedMessages
+
+PLAN_MAX_STEPS = 256  # most steps computed ahead
+PLAN_MIN_STEPS = 16  # fewest, after plans kept breaking (distance bins changing often)
+PLAN_MAX_LINKS = 512  # beyond this, per-call overhead no longer dominates: step by step
+
+
+@dataclass(slots=True)
+class RowPlan:
+    """One receiver's views for every step of a plan, flattened; step i is [offsets[i]:[i+1]]."""
+
+    offsets: list[int]
+    sender: np.ndarray
+    send: np.ndarray
+    arrival: np.ndarray
+    gather: np.ndarray  # (6, N) flat ring indices of the content
+
+
+@dataclass(slots=True)
+class Plan:
+    """Precomputed outcome of the next ``h`` steps."""
+
+    h: int
+    q: list[float]  # the step times it is valid for
+    bins_key: bytes  # the distance bins it assumed
+    k0: int  # random-block index of its first round
+    g0: int  # round number of its first round
+    cnt0: np.ndarray  # broadcasts per vehicle before its first round
+    rec: np.ndarray  # (h + 1, rows, n, 4) packet records; [h]: the newest before the plan
+    last: np.ndarray  # (h, rows, n) newest delivered round so far; -1: the one before
+    bad: np.ndarray  # (h, rows, n) Gilbert-Elliott state after each round
+    deliv: np.ndarray  # (h, rows, n)
+    vis: np.ndarray  # (h, rows, n, 4) the record each link shows at each step
+    ok: np.ndarray  # (h, rows, n) whether it is shown (arrived and not stale)
+    dcount: list[int]  # deliveries per round
+    rows: dict[int, RowPlan] = field(default_factory=dict)  # built on a receiver's first view
+    i: int = 0  # steps consumed
+
+
+class PlannedSteps:
+    """Mixin of `EspNowEmulator`: the planned fast path (see the module docstring)."""
+
+    def _fast_step(self, now: float, ids: list[str], x, y, speed, accel, heading_deg,
+                   yaw_rate) -> bool:
+        """Take one planned step if the plan holds; False: the caller steps normally."""
+        plan = self._plan
+        if not (plan.i < plan.h and type(ids) is type(self._ids) and ids == self._ids
+                and self._identity and abs(now - plan.q[plan.i]) <= 1e-6):
+            return False
+        state = np.array((x, y, speed, accel, heading_deg, yaw_rate), dtype=np.float64)
+        if state.shape != self._prev.shape:
+            return False  # the step-by-step path explains the problem
+        prev = self._prev
+        pos = prev[:2]
+        if self._r1 is not None:
+            dxy = pos - pos[:, self._r1]
+        else:
+            dxy = pos[:, None, :] - pos[:, self._row_sel, None]
+        np.square(dxy, out=dxy)
+        d2 = dxy[0] + dxy[1]
+        if self._model.edges2.searchsorted(d2, side="right").tobytes() != plan.bins_key:
+            return False
+        i = plan.i
+        k = plan.k0 + i
+        content = self._ring[(plan.g0 + i) % self._depth]
+        np.add(prev, self._noise_blk[k], out=content)  # heading is wrapped by the views
+        self._n_sent += self._n_link_ok
+        self._n_deliv += plan.dcount[i]
+        self._vstep = i
+        self._vis = None
+        plan.i = i + 1
+        self._blk_i = k + 1
+        self._round_no += 1
+        self._next_max += self._period
+        self._prev = state
+        self._prev_t = self._now = now
+        self._steps += 1
+        if self._record:
+            self._log_round(plan.deliv[i], plan.rec[i].transpose(2, 0, 1),
+                            plan.rec[i, 0, :, SEND], None, d2.reshape(self._link_ok.shape))
+        return True
+
+    def _try_plan(self, now: float, dt: float, bins: np.ndarray) -> bool:
+        """Start a plan at this step when the fast path's conditions hold."""
+        if (not self.plan_steps or self.relay_hops or self._steps == 0 or not self._identity
+                or self._link_ok.size > PLAN_MAX_LINKS or abs(dt - self._period) > 1e-6
+                or self._lat_max >= dt or self._next_max >= now):
+            return False
+        self._build_plan(now, dt, bins)
+        return True
+
+    def _build_plan(self, now: float, dt: float, bins: np.ndarray) -> None:
+        k = self._blk_i
+        if k == self._blk_n:
+            self._refill()
+            k = 0
+        h = max(1, min(self._plan_h, self._blk_n - k))
+        nr, n = self._link_ok.shape
+        rr, ss = self._rr, self._ss
+        steps = np.arange(h)
+        idx = steps[:, None, None]
+        q = now + steps * dt
+        qq = q[:, None, None]
+        t_send = self._base + (self._cnt + steps[:, None]) * self._period  # (h, n)
+        # Gilbert-Elliott without a loop over time: a packet's draw either fixes the next state
+        # whatever the current one (u < P(good->bad) <= P(bad->bad): bad; u >= P(bad->bad):
+        # good) or keeps it, so the state is the last fixing draw's, else the starting state.
+        u = self._u_blk[k:k + h]
+        table = self._model.table
+        if_good = u < table[bins, 0]
+        fixed = if_good == (u < table[bins, 1])
+        last_fix = np.maximum.accumulate(np.where(fixed, idx, -1), axis=0)
+        bad = np.where(last_fix >= 0, if_good[last_fix, rr, ss], self._bad.astype(bool))
+        deliv = self._link_ok > bad
+        rec = np.empty((h + 1, nr, n, 4))
+        rounds = (self._round_no + steps) % self._depth
+        rec[:h, :, :, SLOT] = (rounds * 6 * n)[:, None, None] + self._arange_f
+        rec[:h, :, :, SEND] = t_send[:, None, :]
+        np.add(t_send[:, None, :], self._lat_blk[k:k + h], out=rec[:h, :, :, ARRIVAL])
+        rec[:h, :, :, 3] = 1.0  # hops
+        rec[h] = self._a.transpose(1, 2, 0)
+        last = np.maximum.accumulate(np.where(deliv, idx, -1), axis=0)
+        before = np.concatenate((np.full((1, nr, n), -1), last[:-1]))
+        shown = np.where(deliv & (rec[:h, :, :, ARRIVAL] <= qq), idx, before)
+        vis = rec[shown, rr, ss]  # (h, nr, n, 4)
+        ok = (vis[..., ARRIVAL] <= qq) & (vis[..., SEND] >= qq - self._model.stale_s)
+        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), k0=k,
+                          g0=self._round_no, cnt0=self._cnt.copy(), rec=rec, last=last,
+                          bad=bad, deliv=deliv, vis=vis, ok=ok,
+                          dcount=np.count_nonzero(deliv, axis=(1, 2)).tolist())
+
+    def _leave_plan(self) -> None:
+        """Hand a plan's state at its current step back to the step-by-step path."""
+        plan = self._plan
+        if plan is None:
+            return
+        self._plan = None
+        i = plan.i
+        # Adapt the horizon: a plan that broke early wasted its tail, one that ran out was cheap.
+        if i < plan.h:
+            self._plan_h = min(self.plan_steps, max(PLAN_MIN_STEPS, min(self._plan_h, 2 * i)))
+        else:
+            self._plan_h = min(self.plan_steps, 2 * self._plan_h)
+        if i:
+            self._a[:] = plan.rec[plan.last[i - 1], self._rr, self._ss].transpose(2, 0, 1)
+            self._b[:] = self._a
+            self._bad[:] = plan.bad[i - 1]
+        if self._vstep is not None:  # the view of the step just taken, step-by-step style
+            self._vis = (plan.vis[self._vstep], plan.ok[self._vstep])
+            self._vstep = None
+        self._cnt = plan.cnt0 + i
+        self._next = self._base + self._cnt * self._period
+        self._next_max = float(self._next.max()) if len(self._next) else float("inf")
+
+    def _plan_view(self, row: int) -> ReceivedMessages:
+        plan, i = self._plan, self._vstep
+        rp = plan.rows.get(row)
+        if rp is None:
+            ok = plan.ok[:, row, :]
+            st, s = np.nonzero(ok)
+            rec = plan.vis[st, row, s]  # (N, 4)
+            rp = plan.rows[row] = RowPlan(
+                offsets=[0, *np.cumsum(np.count_nonzero(ok, axis=1)).tolist()],
+                sender=self._id_arr[s], send=rec[:, SEND].copy(),
+                arrival=rec[:, ARRIVAL].copy(),
+                gather=rec[:, SLOT].astype(np.intp)[None, :] + self._field_off)
+        a, b = rp.offsets[i], rp.offsets[i + 1]
+        c = self._ring_flat[rp.gather[:, a:b]]
+        np.remainder(c[HEADING], 360.0, out=c[HEADING])
+        send = rp.send[a:b]
+        # positional: this runs every step (field order of ReceivedMessages)
+        return ReceivedMessages(rp.sender[a:b], c[0], c[1], c[2], c[3], c[4], c[5], send,
+                                self._now - send, self._one_hop[:b - a], rp.arrival[a:b])
