@@ -54,20 +54,28 @@ def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: flo
     """(K, PEER_DIM) float32 rows, one per held message, in the order the messages come.
 
     A pure function of its inputs: permuting the messages permutes the rows, nothing else.
+    Every feature but the heading is linear in the message content, so they come out of one
+    small matrix product (scales folded in): this runs every step.
     """
     if len(msgs) == 0:
         return np.zeros((0, PEER_DIM), dtype=np.float32)
-    rows = np.empty((len(msgs), PEER_DIM))
-    dx = msgs.x - ego_x
-    dy = msgs.y - ego_y
     c, s = math.cos(ego_heading_rad), math.sin(ego_heading_rad)
-    rows[:, 0] = dx * c + dy * s
-    rows[:, 1] = dy * c - dx * s
-    rows[:, 2] = msgs.speed - ego_speed
-    rows[:, 3] = msgs.accel
-    rows[:, 4] = (np.radians(90.0 - msgs.heading_deg) - ego_heading_rad + np.pi) % (2 * np.pi)
-    rows[:, 4] -= np.pi
-    rows[:, 5] = now_s - msgs.send_time_s
-    rows[:, 6] = msgs.hops - 1.0
-    rows *= _INV_PEER_SCALE
-    return rows.astype(np.float32)
+    content = np.array((msgs.x, msgs.y, msgs.speed, msgs.accel, msgs.send_time_s, msgs.hops))
+    a = _LINEAR.copy()
+    a[0, 0], a[0, 1], a[1, 0], a[1, 1] = c, s, -s, c
+    offset = np.array((-(c * ego_x + s * ego_y), s * ego_x - c * ego_y, -ego_speed, 0.0, 0.0,
+                       now_s, -1.0))
+    rows = a @ content
+    rows += offset[:, None]
+    rows[4] = (np.radians(90.0 - msgs.heading_deg) + (np.pi - ego_heading_rad)) % (2 * np.pi)
+    rows[4] -= np.pi
+    rows *= _INV_PEER_SCALE[:, None]
+    return rows.T.astype(np.float32)
+
+
+# rows: long, lat, rel_speed, accel, (heading), age, hops; columns: x, y, speed, accel, send, hops
+_LINEAR = np.zeros((PEER_DIM, 6))
+_LINEAR[2, 2] = 1.0
+_LINEAR[3, 3] = 1.0
+_LINEAR[5, 4] = -1.0
+_LINEAR[6, 5] = 1.0
