@@ -15,11 +15,16 @@ from rich.table import Table
 
 HERE = Path(__file__).parent
 ORDER = ["sim", "emulator", "env", "scenarios", "training"]
+ON_REQUEST = {"learning"}  # an hour long: run only when named
 
 
 def available() -> list[str]:
     found = {p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_")}
     return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
+
+
+def default_set() -> list[str]:
+    return [n for n in available() if n not in ON_REQUEST]
 
 
 def run_one(name: str, quick: bool) -> list[dict]:
@@ -41,11 +46,12 @@ def run_one(name: str, quick: bool) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"subset of {available()}")
+    parser.add_argument("names", nargs="*",
+                        help=f"subset of {available()} (default: all but {sorted(ON_REQUEST)})")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
-    names = args.names or available()
+    names = args.names or default_set()
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {available()}")

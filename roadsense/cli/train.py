@@ -1,0 +1,106 @@
+"""`roadsense train`: the main job. Local Ray by default; `--address auto` on a cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+app_help = "Train the policy with RLlib PPO (Deep Sets over ragged peer sets)."
+
+
+def app(
+    dataset_dir: Annotated[str | None, typer.Option(
+        "--dataset-dir", "--dataset",
+        help="training dataset folder or s3:// URI (default: the built-in default-v1)")] = None,
+    eval_suite: Annotated[str, typer.Option(help="suite of the final evaluation")] = "standard-v1",
+    seed: Annotated[int, typer.Option(min=0, help="base seed of the run")] = 0,
+    emulator_params: Annotated[str | None, typer.Option(
+        help="radio parameter file (default: the packaged calibration)")] = None,
+    storage: Annotated[str, typer.Option(help="runs folder or s3://bucket/prefix")] = "runs",
+    num_env_runners: Annotated[int | None, typer.Option(
+        min=0, help="env runners (default: one per core; 0 = in this process)")] = None,
+    budget_minutes: Annotated[float | None, typer.Option(help="wall-clock budget")] = 10.0,
+    iterations: Annotated[int | None, typer.Option(min=1, help="stop after N iterations")] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="iterations")] = 5,
+    resume: Annotated[bool, typer.Option(
+        help="continue the latest run in --storage (a new run if there is none)")] = False,
+    address: Annotated[str | None, typer.Option(
+        help="join a Ray cluster (e.g. auto) instead of starting local Ray")] = None,
+    debug: Annotated[bool, typer.Option(
+        help="one worker in this process (num_env_runners=0): breakpoints in the env work")
+    ] = False,
+    train_batch_size: Annotated[int, typer.Option(min=64)] = 4000,
+    minibatch_size: Annotated[int, typer.Option(min=16)] = 256,
+    num_epochs: Annotated[int, typer.Option(min=1)] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    env: Annotated[list[str] | None, typer.Option(
+        help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
+    final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
+    max_runtime_minutes: Annotated[float | None, typer.Option(
+        help="hard cap for cloud runs: checkpoint and stop (same as --budget-minutes)")] = None,
+) -> None:
+    """Train PPO on ConvoyEnv and write checkpoints, a run manifest and an evaluation report."""
+    from roadsense.errors import ConfigError
+    from roadsense.rllib.training import TrainSettings, train
+
+    overrides = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--env {item!r} is not KEY=JSON", fix="e.g. --env episode_s=20")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if max_runtime_minutes is not None:
+        budget_minutes = min(budget_minutes or max_runtime_minutes, max_runtime_minutes)
+    settings = TrainSettings(
+        dataset_dir=dataset_dir, eval_suite=eval_suite, seed=seed,
+        emulator_params=emulator_params, storage=storage,
+        num_env_runners=0 if debug else num_env_runners, budget_minutes=budget_minutes,
+        iterations=iterations, checkpoint_every=checkpoint_every, resume=resume,
+        address=address, train_batch_size=train_batch_size, minibatch_size=minibatch_size,
+        num_epochs=num_epochs, lr=lr, env_overrides=overrides, final_eval=final_eval)
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
+    console = Console()
+    table = Table(title="roadsense train")
+    for col in ("iter", "env steps", "steps/s", "return", "collision rate", "false braking",
+                "elapsed"):
+        table.add_column(col, justify="right")
+
+    with Live(table, console=console, refresh_per_second=2, transient=False) as live:
+        def on_iteration(r) -> None:
+            table.add_row(str(r.iteration), f"{r.env_steps:,}", f"{r.steps_per_s:,.0f}",
+                          _f(r.return_mean), _pct(r.collision_rate), _pct(r.false_brake_rate),
+                          f"{r.elapsed_s / 60:.1f} min")
+            # SageMaker reads metrics from log lines of this form
+            console.log(f"convoy/collision_rate={r.collision_rate} "
+                        f"convoy/false_brake_rate={r.false_brake_rate} "
+                        f"episode_return_mean={r.return_mean}")
+            live.refresh()
+
+        manifest = train(settings, on_iteration)
+    console.print(f"run {manifest['run_id']} finished: {manifest['storage']}")
+    final = manifest.get("final_eval")
+    if final:
+        res = Table(title=f"final evaluation ({eval_suite})")
+        for col in ("policy", "collision rate", "false braking", "reaction s"):
+            res.add_column(col)
+        for name, m in final.items():
+            res.add_row(name, _pct(m["collision_rate"]), _pct(m["false_brake_rate"]),
+                        _f(m["reaction_s_median"]))
+        console.print(res)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"

@@ -1,0 +1,361 @@
+"""The training run behind `roadsense train`: local Ray (or a cluster), PPO with Deep Sets on
+ConvoyEnv, checkpoints and a run manifest in local or S3 storage, resume, final evaluation.
+
+Storage layout (a local folder or `s3://bucket/prefix`)::
+
+    <storage>/<run_id>/run_manifest.json
+    <storage>/<run_id>/checkpoints/iter_000010/...   RLlib checkpoint + policy.pt (plain torch)
+    <storage>/<run_id>/eval/report.md, metrics.parquet, *.png
+    <storage>/<run_id>/learning_curve.png, progress.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roadsense import run_manifest
+from roadsense.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainSettings:
+    """Everything `roadsense train` takes (one field per flag)."""
+
+    dataset_dir: str | None = None
+    """Training dataset (folder or s3://); None: the built-in default, generated on first use."""
+    eval_suite: str = "standard-v1"
+    """Suite of the final evaluation (also run: no-hazard-v1, for false braking)."""
+    seed: int = 0
+    emulator_params: str | None = None
+    storage: str = "runs"
+    """Local folder or s3://bucket/prefix for checkpoints, manifest and report."""
+    num_env_runners: int | None = None
+    """None: one per core. 0: everything in this process (debug)."""
+    num_envs_per_env_runner: int = 1
+    budget_minutes: float | None = 10.0
+    iterations: int | None = None
+    checkpoint_every: int = 5
+    resume: bool = False
+    address: str | None = None
+    """Join an existing Ray cluster ("auto" on a cluster node) instead of starting one."""
+    train_batch_size: int = 4000
+    minibatch_size: int = 256
+    num_epochs: int = 10
+    lr: float = 3e-4
+    entropy_coeff: float = 0.0
+    env_overrides: dict[str, Any] = field(default_factory=dict)
+    """EnvConfig fields to override (e.g. {"episode_s": 20.0})."""
+    final_eval: bool = True
+    eval_no_hazard_suite: str | None = "no-hazard-v1"
+    dataset_root: str = "datasets"
+
+    def validate(self) -> None:
+        problems = []
+        if self.budget_minutes is None and self.iterations is None:
+            problems.append("give --budget-minutes or --iterations (or both)")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            problems.append(f"--budget-minutes must be > 0, got {self.budget_minutes}")
+        if self.iterations is not None and self.iterations <= 0:
+            problems.append(f"--iterations must be > 0, got {self.iterations}")
+        if self.num_env_runners is not None and self.num_env_runners < 0:
+            problems.append(f"--num-env-runners must be >= 0, got {self.num_env_runners}")
+        if self.checkpoint_every < 1:
+            problems.append("--checkpoint-every must be >= 1")
+        if problems:
+            raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
+
+
+@dataclass
+class IterationReport:
+    iteration: int
+    env_steps: int
+    steps_per_s: float
+    return_mean: float | None
+    collision_rate: float | None
+    false_brake_rate: float | None
+    elapsed_s: float
+
+
+def _metric(result: dict, key: str) -> float | None:
+    v = result.get("env_runners", {}).get(key)
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class Storage:
+    """A run folder: local, or a local mirror synced to S3 after every write."""
+
+    def __init__(self, root: str, run_id: str) -> None:
+        from roadsense.data.storage import is_s3_uri
+
+        self.remote = f"{root.rstrip('/')}/{run_id}" if is_s3_uri(root) else None
+        if self.remote:
+            self.local = mirror_root() / run_id
+        else:
+            self.local = Path(root) / run_id
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    def sync(self) -> None:
+        if self.remote:
+            from roadsense.data.storage import upload_dir
+
+            upload_dir(self.local, self.remote)
+
+    @property
+    def where(self) -> str:
+        return self.remote or str(self.local)
+
+
+def mirror_root() -> Path:
+    """Local mirror of runs kept on S3 (under $ROADSENSE_CACHE, default ~/.cache/roadsense)."""
+    from roadsense.sim.scenario import cache_root
+
+    return cache_root() / "runs"
+
+
+def latest_run(root: str) -> tuple[str, Path] | None:
+    """(run_id, local folder) of the newest run with a checkpoint under `root` (S3: pulled)."""
+    from roadsense.data.storage import is_s3_uri
+
+    if is_s3_uri(root):
+        from roadsense.data.storage import download_dir, list_prefixes
+
+        runs = sorted(list_prefixes(root))
+        for run_id in reversed(runs):
+            local = mirror_root() / run_id
+            download_dir(f"{root.rstrip('/')}/{run_id}", local)
+            if _checkpoints(local):
+                return run_id, local
+        return None
+    base = Path(root)
+    if not base.is_dir():
+        return None
+    for run in sorted((p for p in base.iterdir() if p.is_dir()), reverse=True):
+        if _checkpoints(run):
+            return run.name, run
+    return None
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    folder = run_dir / CHECKPOINTS
+    return sorted(p for p in folder.glob("iter_*") if (p / "DONE").is_file()) \
+        if folder.is_dir() else []
+
+
+def train(settings: TrainSettings,
+          on_iteration: Callable[[IterationReport], None] | None = None) -> dict[str, Any]:
+    """Run training to its budget; returns the final run manifest."""
+    settings.validate()
+    import ray
+
+    from rllib_configs.ppo_convoy import build_config
+    from roadsense.data import ensure_dataset
+    from roadsense.envs import EnvConfig
+    from roadsense.eval.policies import save_policy
+    from roadsense.rllib import collect_seed_records
+
+    resumed = latest_run(settings.storage) if settings.resume else None
+    if settings.resume and resumed is None:
+        # A spot job's first start passes --resume too (SageMaker restarts the same command).
+        log.warning("--resume: no run with a checkpoint under %s; starting a new run",
+                    settings.storage)
+    dataset = settings.dataset_dir or str(ensure_dataset(root=Path(settings.dataset_root)))
+    env_config = EnvConfig.from_dict({"emulator_params": settings.emulator_params,
+                                      **settings.env_overrides})
+    cpus = os.cpu_count() or 2
+    runners = cpus if settings.num_env_runners is None else settings.num_env_runners
+
+    if resumed:
+        run_id, local = resumed
+        manifest = run_manifest.load(local)
+        manifest["status"] = "running"
+        manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime()))
+    else:
+        from roadsense.data import ScenarioManager
+
+        mgr = ScenarioManager.from_dataset(dataset)
+        manifest = run_manifest.new_manifest(
+            kind="train", seed=settings.seed, config=asdict(settings) | {
+                "env": env_config.as_dict(), "num_env_runners_resolved": runners},
+            dataset_manifest_hash=mgr.manifest_hash,
+            eval_suite=_suite_info(settings.eval_suite))
+        run_id = manifest["run_id"]
+    store = Storage(settings.storage, run_id)
+    if resumed and store.local != resumed[1]:
+        shutil.copytree(resumed[1], store.local, dirs_exist_ok=True)
+    run_manifest.save(manifest, store.local)
+    store.sync()
+
+    ray_tmp = Path(tempfile.gettempdir()) / "roadsense-ray"
+    started_ray = False
+    if not ray.is_initialized():
+        if settings.address:
+            ray.init(address=settings.address, log_to_driver=False)
+        else:
+            # Token auth stays on, with a per-run token in the environment (inherited by the
+            # workers) instead of one written to ~/.ray/auth_token.
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            ray.init(num_cpus=max(cpus, runners), include_dashboard=False,
+                     log_to_driver=False, _temp_dir=str(ray_tmp),
+                     runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
+        started_ray = True
+    algo = None
+    try:
+        config = build_config(
+            env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
+            seed=settings.seed, num_env_runners=runners,
+            num_envs_per_env_runner=settings.num_envs_per_env_runner,
+            train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
+            num_epochs=settings.num_epochs, lr=settings.lr,
+            entropy_coeff=settings.entropy_coeff)
+        config = config.fault_tolerance(restart_failed_env_runners=True)
+        algo = config.build_algo()
+        if resumed:
+            ckpt = _checkpoints(store.local)[-1]
+            algo.restore_from_path(str(ckpt))
+            log.info("resumed %s from %s", run_id, ckpt.name)
+        started = time.monotonic()
+        budget_s = settings.budget_minutes * 60 if settings.budget_minutes else None
+        it = algo.iteration
+        last_ckpt = it
+        progress = store.local / "progress.jsonl"
+        while True:
+            result = algo.train()
+            it = int(result["training_iteration"])
+            elapsed = time.monotonic() - started
+            report = IterationReport(
+                iteration=it,
+                env_steps=int(result.get("num_env_steps_sampled_lifetime", 0)
+                              or result.get("env_runners", {}).get(
+                                  "num_env_steps_sampled_lifetime", 0)),
+                steps_per_s=float(result.get("env_runners", {}).get(
+                    "num_env_steps_sampled", 0)) / max(1e-9, float(result.get(
+                        "time_this_iter_s", 1.0))),
+                return_mean=_metric(result, "episode_return_mean"),
+                collision_rate=_metric(result, "convoy/collision_rate"),
+                false_brake_rate=_metric(result, "convoy/false_brake_rate"),
+                elapsed_s=elapsed)
+            with progress.open("a") as f:
+                f.write(json.dumps(asdict(report)) + "\n")
+            if on_iteration:
+                on_iteration(report)
+            log.info("iter %d convoy/collision_rate=%s convoy/false_brake_rate=%s return=%s",
+                     it, report.collision_rate, report.false_brake_rate, report.return_mean)
+            done = (settings.iterations is not None and it >= settings.iterations) or (
+                budget_s is not None and elapsed >= budget_s)
+            if done or it - last_ckpt >= settings.checkpoint_every:
+                _checkpoint(algo, store, it, manifest, report, save_policy,
+                            collect_seed_records)
+                last_ckpt = it
+            if done:
+                break
+    finally:
+        if algo is not None:
+            algo.stop()
+        if started_ray:
+            ray.shutdown()
+
+    _learning_curve(progress, store.local / "learning_curve.png")
+    if settings.final_eval:
+        manifest["final_eval"] = _final_eval(settings, store)
+    manifest["status"] = "finished"
+    manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run_manifest.save(manifest, store.local)
+    store.sync()
+    manifest["storage"] = store.where
+    return manifest
+
+
+def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: IterationReport,
+                save_policy: Callable, collect_seed_records: Callable) -> Path:
+    """Checkpoint atomically: write to a temp name, add policy.pt, mark DONE, then rename."""
+    folder = store.local / CHECKPOINTS / f"iter_{it:06d}"
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp.resolve()))
+    save_policy(algo.get_module(), tmp / "policy.pt")
+    (tmp / "DONE").write_text(str(it))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    manifest["evaluations"].append({
+        "iteration": it, "env_steps": report.env_steps,
+        "collision_rate": report.collision_rate, "false_brake_rate": report.false_brake_rate,
+        "return_mean": report.return_mean, "checkpoint": folder.name})
+    try:
+        manifest["seeds"] = {"workers": collect_seed_records(algo)}
+    except Exception as exc:  # a restarted runner may not answer; keep the earlier record
+        log.warning("could not collect seed records: %s", exc)
+    run_manifest.save(manifest, store.local)
+    store.sync()
+    return folder
+
+
+def _final_eval(settings: TrainSettings, store: Storage) -> dict[str, Any]:
+    from roadsense.eval import load_policy, run_suite, summarize, write_report
+
+    ckpt = _checkpoints(store.local)[-1]
+    suites = [settings.eval_suite] + ([settings.eval_no_hazard_suite]
+                                      if settings.eval_no_hazard_suite else [])
+    rows = []
+    for spec in (str(ckpt), "no_assist", "v2v_rule"):
+        name, policy = load_policy(spec)
+        for suite in suites:
+            rows += run_suite(policy, suite, policy_name=name,
+                              root=Path(settings.dataset_root))
+    write_report(rows, store.local / "eval", title=f"Evaluation of {ckpt.name}",
+                 meta={"checkpoint": ckpt.name, "suites": ", ".join(suites)})
+    return summarize(rows)
+
+
+def _learning_curve(progress: Path, out: Path) -> None:
+    if not progress.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    x = [r["env_steps"] for r in rows]
+    a.plot(x, [r["return_mean"] for r in rows])
+    a.set_xlabel("env steps")
+    a.set_ylabel("episode return (mean)")
+    b.plot(x, [r["collision_rate"] for r in rows], label="collision rate")
+    b.plot(x, [r["false_brake_rate"] for r in rows], label="false braking")
+    b.set_xlabel("env steps")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _suite_info(name: str) -> dict[str, str] | None:
+    from roadsense.data import load_suite
+
+    suite = load_suite(name)
+    return {"name": suite.name, "version": suite.version}
+
+
+def _project_root() -> str:
+    """So env runner processes import `rllib_configs` and `roadsense` from this checkout."""
+    return str(Path(__file__).resolve().parents[2])

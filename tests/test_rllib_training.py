@@ -1,0 +1,194 @@
+"""PPO through the whole ragged pipeline on the toy env: it learns, survives crashes, cleans up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from rllib_configs.ppo_convoy import build_config
+from roadsense.rllib import collect_seed_records
+from roadsense.rllib.toy_env import TOY_ENV_ID
+from roadsense.seeding import worker_seed
+
+SMALL_MODEL = {"phi_hidden": (32, 32), "rho_hidden": (32,)}
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendant processes of `pid` (from /proc; zombies excluded)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.fixture
+def ray_local() -> Iterator[None]:
+    """A local Ray for one test; afterwards no process it started may be left."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    before = _descendants(os.getpid())
+    tmp = tempfile.mkdtemp(prefix="rs_ray_", dir="/tmp")  # short: Ray's socket paths are limited
+    # The learner runs in this process: one torch thread, or it fights the env runners (and
+    # other jobs) for the 2 cores and an iteration takes 10x longer.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        torch.set_num_threads(threads)
+        deadline = time.monotonic() + 20
+        while (left := _descendants(os.getpid()) - before) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert not left, f"processes left after ray.shutdown(): {sorted(left)}"
+
+
+def _greedy_reward_per_step(algo, episodes: int = 10) -> float:
+    eps = algo.env_runner.sample(num_episodes=episodes, explore=False)
+    return float(sum(sum(e.get_rewards()) for e in eps) / sum(len(e) for e in eps))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ppo_learns_the_toy_env(ray_local: None) -> None:
+    config = build_config(
+        env_id=TOY_ENV_ID,
+        num_env_runners=0,
+        num_envs_per_env_runner=2,
+        train_batch_size=2000,
+        minibatch_size=256,
+        num_epochs=10,
+        lr=3e-3,
+        model=SMALL_MODEL,
+        seed=1,
+    )
+    algo = config.build_algo()
+    try:
+        before = _greedy_reward_per_step(algo)
+        for _ in range(10):
+            result = algo.train()
+        after = _greedy_reward_per_step(algo)
+    finally:
+        algo.stop()
+    # Random actions earn ~0.5 per step, the optimum 1.0; an untrained policy sits near 0.5.
+    assert before < 0.7
+    assert after > 0.8, f"greedy reward per step {after:.3f} after 10 iterations"
+    assert np.isfinite(result["learners"]["default_policy"]["total_loss"])
+    assert result["env_runners"]["convoy/peer_count_mean"] == pytest.approx(10, abs=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_crash_in_an_env_drops_the_episode_and_training_goes_on(ray_local: None) -> None:
+    config = build_config(
+        env_id=TOY_ENV_ID,
+        env_kwargs={"crash_at_step": 150},  # every sub-env dies 150 steps after each (re)build
+        num_env_runners=1,
+        num_envs_per_env_runner=2,
+        train_batch_size=1000,
+        minibatch_size=250,
+        num_epochs=2,
+        model=SMALL_MODEL,
+        seed=5,
+        evaluation_interval=1,
+        evaluation_num_env_runners=0,
+        evaluation_duration=2,
+    )
+    algo = config.build_algo()
+    try:
+        for _ in range(3):
+            result = algo.train()
+        seeds = collect_seed_records(algo)
+    finally:
+        algo.stop()
+    assert result["training_iteration"] == 3
+    assert result["env_runners"]["sumo/crashes"] >= 4
+    assert np.isfinite(result["learners"]["default_policy"]["total_loss"])
+    train = [s for s in seeds if s["purpose"] == "train"]
+    evals = [s for s in seeds if s["purpose"] == "eval"]
+    # The remote runner is worker 1; its first seeds are the identity seeds, rebuilds follow.
+    firsts = {(s["worker_index"], s["vector_index"]): s["seed"] for s in train if not s["rebuild"]}
+    assert firsts == {(1, v): worker_seed(5, 1, v, "train") for v in (0, 1)}
+    assert any(s["rebuild"] >= 1 for s in train)
+    assert evals and all(s["seed"] not in {t["seed"] for t in train} for s in evals)
+    assert {s["seed"] for s in evals if not s["rebuild"]} <= {
+        worker_seed(5, 0, v, "eval") for v in (0, 1)
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ppo_iteration_on_the_convoy_env_logs_convoy_metrics(ray_local: None) -> None:
+    """The real env (one libsumo SUMO in the remote runner) through the same pipeline."""
+    config = build_config(
+        env_id="roadsense/Convoy-v0",
+        num_env_runners=1,
+        train_batch_size=600,
+        minibatch_size=200,
+        num_epochs=1,
+        model=SMALL_MODEL,
+        seed=3,
+    )
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+        seeds = collect_seed_records(algo)
+    finally:
+        algo.stop()
+    runners = result["env_runners"]
+    assert runners["num_env_steps_sampled"] >= 600
+    for key in ("convoy/collision_rate", "convoy/false_brake_rate", "radio/pdr", "sumo/step_ms"):
+        assert key in runners, f"{key} missing from {sorted(runners)}"
+    assert any(k.startswith("reward/") for k in runners)
+    assert seeds[0]["seed"] == worker_seed(3, 1, 0, "train")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_checkpoint_round_trip_restores_the_module(ray_local: None, tmp_path) -> None:
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.core.columns import Columns
+
+    from roadsense.rllib import pack_observations
+    from roadsense.rllib.toy_env import ToyRaggedEnv
+
+    config = build_config(env_id=TOY_ENV_ID, num_env_runners=0, train_batch_size=400,
+                          minibatch_size=200, num_epochs=1, model=SMALL_MODEL, seed=2)
+    env = ToyRaggedEnv()
+    obs = [env.reset(seed=s)[0] for s in range(6)]
+    batch = {Columns.OBS: {k: torch.as_tensor(v) for k, v in pack_observations(obs, 4).items()}}
+    algo = config.build_algo()
+    try:
+        algo.train()
+        before = algo.get_module().forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        path = algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(path)
+    try:
+        after = restored.get_module().forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+    finally:
+        restored.stop()
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
