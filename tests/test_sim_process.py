@@ -293,3 +293,19 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
 
 def test_valid_scenario_has_no_problems() -> None:
     assert validate_scenario(base_scenario()) == []
+
+
+def test_validate_many_with_one_sumo(tmp_path: Path) -> None:
+    from roadsense.sim import validate_scenarios
+
+    good = base_scenario()
+    broken_dir = tmp_path / "broken"
+    broken_dir.mkdir()
+    bad = _copy_base(broken_dir)
+    (broken_dir / "convoy.rou.xml").write_text(
+        (broken_dir / "convoy.rou.xml").read_text().replace('edges="road"', 'edges="nowhere"'))
+    found = validate_scenarios([good, bad, good])
+    assert found[0] == [] and found[2] == []
+    assert len(found[1]) == 1 and "cannot load" in found[1][0] and str(bad) in found[1][0]
+    assert validate_scenario(bad) and "cannot load" in validate_scenario(bad)[0]
+    assert _sumo_children() == []

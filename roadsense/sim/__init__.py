@@ -6,7 +6,12 @@ subscription reads, control commands, close). Everything else uses it.
 
 from roadsense.sim.binary import check_installation, sumo_binary, sumo_version
 from roadsense.sim.process import Collision, SumoProcess, VehicleStates
-from roadsense.sim.scenario import base_scenario, build_network, validate_scenario
+from roadsense.sim.scenario import (
+    base_scenario,
+    build_network,
+    validate_scenario,
+    validate_scenarios,
+)
 
 __all__ = [
     "Collision",
@@ -18,4 +23,5 @@ __all__ = [
     "sumo_binary",
     "sumo_version",
     "validate_scenario",
+    "validate_scenarios",
 ]

@@ -155,6 +155,31 @@ def validate_scenario(sumocfg: str | Path, *, load_check: bool = True) -> list[s
     return problems
 
 
+def validate_scenarios(sumocfgs: list[str | Path]) -> list[list[str]]:
+    """`validate_scenario` for many scenarios, with one SUMO loading each in turn (~5 ms each
+    instead of a new SUMO process per scenario). Problems per scenario, in order."""
+    from roadsense.errors import RoadSenseError
+    from roadsense.sim.process import SumoProcess
+
+    out: list[list[str]] = []
+    sim: SumoProcess | None = None
+    try:
+        for cfg in map(Path, sumocfgs):
+            problems = validate_scenario(cfg, load_check=False)
+            if not problems:
+                if sim is None:  # traci: works whatever libsumo simulation this process runs
+                    sim = SumoProcess(cfg, backend="traci")
+                try:
+                    sim.reset(0, cfg)
+                except RoadSenseError as exc:
+                    problems.append(f"{cfg}: SUMO cannot load it: {exc.message}")
+            out.append(problems)
+    finally:
+        if sim is not None:
+            sim.close()
+    return out
+
+
 def _load_problems(cfg: Path) -> list[str]:
     """Let the real SUMO load the scenario for one step and report what it refuses."""
     proc = subprocess.run(
