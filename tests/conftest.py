@@ -7,9 +7,11 @@ It is started once per test session and always stopped, even when tests fail.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,3 +88,50 @@ def s3_bucket(s3_server: str) -> str:
     name = f"rs-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendant processes of `pid` (from /proc; zombies excluded)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.fixture
+def ray_local() -> Iterator[None]:
+    """A local Ray for one test; afterwards no process it started may be left."""
+    import ray
+    import torch
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    before = _descendants(os.getpid())
+    tmp = tempfile.mkdtemp(prefix="rs_ray_", dir="/tmp")  # short: Ray's socket paths are limited
+    # The learner runs in this process: one torch thread, or it fights the env runners (and
+    # other jobs) for the 2 cores and an iteration takes 10x longer.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        torch.set_num_threads(threads)
+        deadline = time.monotonic() + 20
+        while (left := _descendants(os.getpid()) - before) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert not left, f"processes left after ray.shutdown(): {sorted(left)}"

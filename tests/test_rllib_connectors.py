@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import ray
 import torch
 from ray.rllib.connectors.learner import AddOneTsToEpisodesAndTruncate
 from ray.rllib.core import DEFAULT_MODULE_ID
@@ -31,18 +25,6 @@ from roadsense.rllib.connectors import PEER_COUNT, PEER_PAD, PEER_X
 from roadsense.rllib.toy_env import TOY_ENV_ID, ToyRaggedEnv
 
 SMALL_MODEL = {"phi_hidden": (16, 16), "rho_hidden": (16,)}
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    tmp = tempfile.mkdtemp(prefix="rs_ray_", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _module(seed: int = 0) -> DeepSetsRLModule:
