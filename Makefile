@@ -3,14 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test bench lint clean-venv
+.PHONY: train test bench learning lint clean-venv
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh --dev --editable --venv $(VENV)
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(VENV)/bin/roadsense sim run base --steps 600 $(ARGS)
+	$(VENV)/bin/roadsense train --budget-minutes 5 $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
@@ -23,3 +23,6 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+learning: $(STAMP)
+	$(PY) -m benchmarks learning $(ARGS)

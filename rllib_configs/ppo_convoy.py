@@ -45,6 +45,9 @@ DEFAULT_MODEL: dict[str, Any] = {
     "rho_hidden": (64, 64),
     "activation": "tanh",
     "shared_encoder": False,
+    # Start near "driver only" with some exploration braking (see roadsense.rllib.module).
+    "init_action_mean": -1.5,
+    "init_log_std": -0.5,
 }
 
 
@@ -67,18 +70,22 @@ def build_config(
     evaluation_num_env_runners: int = 0,
     evaluation_interval: int | None = None,
     evaluation_duration: int = 10,
+    identity_kwarg: str | None = None,
 ) -> PPOConfig:
     """One PPOConfig chain: ragged vector env, our connectors, Deep Sets module, callbacks.
 
     `env_kwargs` go to the gym constructor of `env_id` (e.g. ``{"scenarios": ..., "config":
     EnvConfig(...)}`` for ConvoyEnv); `env_module` is imported first if the id is not one of
     ours. `model` overrides `DEFAULT_MODEL` (keys of `roadsense.models.DeepSetsConfig`).
+    `identity_kwarg`: the constructor keyword that receives each sub-env's identity
+    (``{worker_index, vector_index, purpose}``; ConvoyEnv's is ``identity``).
     """
     env_config = {
         "env_id": env_id,
         "env_kwargs": dict(env_kwargs or {}),
         "env_module": env_module,
         "seed": int(seed),
+        "identity_kwarg": identity_kwarg,
     }
     config = (
         PPOConfig()

@@ -25,6 +25,8 @@ def app(
     storage: Annotated[str, typer.Option(help="runs folder or s3://bucket/prefix")] = "runs",
     num_env_runners: Annotated[int | None, typer.Option(
         min=0, help="env runners (default: one per core; 0 = in this process)")] = None,
+    num_envs_per_env_runner: Annotated[int, typer.Option(
+        min=1, help="envs per runner (the first on libsumo, the rest on traci)")] = 4,
     budget_minutes: Annotated[float | None, typer.Option(help="wall-clock budget")] = 10.0,
     iterations: Annotated[int | None, typer.Option(min=1, help="stop after N iterations")] = None,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="iterations")] = 5,
@@ -63,7 +65,8 @@ def app(
     settings = TrainSettings(
         dataset_dir=dataset_dir, eval_suite=eval_suite, seed=seed,
         emulator_params=emulator_params, storage=storage,
-        num_env_runners=0 if debug else num_env_runners, budget_minutes=budget_minutes,
+        num_env_runners=0 if debug else num_env_runners,
+        num_envs_per_env_runner=num_envs_per_env_runner, budget_minutes=budget_minutes,
         iterations=iterations, checkpoint_every=checkpoint_every, resume=resume,
         address=address, train_batch_size=train_batch_size, minibatch_size=minibatch_size,
         num_epochs=num_epochs, lr=lr, env_overrides=overrides, final_eval=final_eval)

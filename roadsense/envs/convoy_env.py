@@ -149,7 +149,10 @@ class ConvoyEnv(gym.Env):
             scenario = self.scenarios.pick(np.random.default_rng(seeds.scenario))
         self.scenario = scenario
         if self._sim is None:
-            self._sim = SumoProcess(scenario.sumocfg, backend=cfg.sumo_backend,
+            backend = cfg.sumo_backend
+            if backend == "auto":
+                backend = "libsumo" if self.vector_index == 0 else "traci"
+            self._sim = SumoProcess(scenario.sumocfg, backend=backend,
                                     worker_index=self.worker_index,
                                     vector_index=self.vector_index)
         sim = self._sim

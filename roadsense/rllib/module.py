@@ -25,9 +25,15 @@ from roadsense.errors import ConfigError
 from roadsense.models import DeepSets, DeepSetsConfig, packed_from_padded
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_PAD, PEER_X, PEERS
 
+INIT_KEYS = {"init_action_mean": None, "init_log_std": None}
+"""Module-level model keys: the Gaussian's starting point in RLlib's normalised action space
+([-1, 1] maps to the Box). ConvoyEnv starts near "driver only" (mean -1.5 -> brake 0, std
+~0.6), so early rollouts explore a little braking instead of braking half the time."""
+
 
 def _rllib_model_keys() -> set[str]:
-    return {f.name for f in dataclasses.fields(DefaultModelConfig)} | {"vf_share_layers"}
+    return ({f.name for f in dataclasses.fields(DefaultModelConfig)} | {"vf_share_layers"}
+            | set(INIT_KEYS))
 
 
 def deepsets_config_from(model_config: dict | None) -> DeepSetsConfig:
@@ -75,6 +81,13 @@ class DeepSetsRLModule(TorchRLModule, ValueFunctionAPI):
         peer_dim = int(space[PEERS].feature_space.shape[0])
         dist_dim = 2 * int(self.action_space.shape[0])  # Gaussian: mean and log-std
         self.net = DeepSets(ego_dim, peer_dim, dist_dim, deepsets_config_from(self.model_config))
+        n = dist_dim // 2
+        mc = self.model_config or {}
+        with torch.no_grad():  # the policy head's bias is [means..., log-stds...]
+            if mc.get("init_action_mean") is not None:
+                self.net.pi_head.bias[:n] = float(mc["init_action_mean"])
+            if mc.get("init_log_std") is not None:
+                self.net.pi_head.bias[n:] = float(mc["init_log_std"])
 
     # The net has no dropout or batch norm, so train/eval mode changes nothing; RLlib's
     # wrappers would switch it twice per env step (a recursive walk over every submodule,
