@@ -45,7 +45,12 @@ DEFAULT_MODEL: dict[str, Any] = {
     "rho_hidden": (64, 64),
     "activation": "tanh",
     "shared_encoder": False,
-    # Start near "driver only" with some exploration braking (see roadsense.rllib.module).
+}
+
+CONVOY_MODEL: dict[str, Any] = {
+    **DEFAULT_MODEL,
+    # ConvoyEnv: start near "driver only" with some exploration braking, instead of braking
+    # half the time at random (see roadsense.rllib.module).
     "init_action_mean": -1.5,
     "init_log_std": -0.5,
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from conftest import _descendants
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,7 @@ def _train(storage: str, iterations: int, tmp: Path, resume: bool) -> subprocess
 
 def test_killed_run_resumes_from_s3(s3_bucket: str, tmp_path: Path) -> None:
     storage = f"s3://{s3_bucket}/runs"
+    before = _descendants(os.getpid())  # the moto server
     proc = _train(storage, 8, tmp_path / "first", resume=False)
     try:
         deadline = time.monotonic() + 400
@@ -67,3 +69,7 @@ def test_killed_run_resumes_from_s3(s3_bucket: str, tmp_path: Path) -> None:
     # nothing before the last checkpoint is redone, nothing after it is skipped
     assert its == list(range(1, last_ckpt + 3)), its
     assert final["resumed"], "the manifest records the resume"
+    deadline = time.monotonic() + 30
+    while (left := _descendants(os.getpid()) - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, "a SUMO or Ray process outlived the runs"

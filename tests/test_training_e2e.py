@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import _descendants
 
 from roadsense import run_manifest
 from roadsense.rllib.training import TrainSettings, latest_run, train
@@ -24,20 +25,23 @@ TINY = dict(train_batch_size=300, minibatch_size=100, num_epochs=1, num_env_runn
             eval_no_hazard_suite=None, env_overrides={"episode_s": 12.0})
 
 
-def _ray_or_sumo_left(wait_s: float = 30.0) -> list[str]:
-    """Ray and SUMO processes still running, after giving them `wait_s` to exit."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        out = subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True,
-                             text=True).stdout
-        left = [ln for ln in out.splitlines()
-                if ln.split()[-1] in ("raylet", "gcs_server", "sumo") or "ray::" in ln]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.5)
+@pytest.fixture
+def leftovers():
+    """Call it at the end of a test: processes the test started (Ray, SUMO) still alive after
+    30 s. Processes that were there before (a session-wide moto server) do not count."""
+    before = _descendants(os.getpid())
+
+    def check(wait_s: float = 30.0) -> list[int]:
+        deadline = time.monotonic() + wait_s
+        while (left := sorted(_descendants(os.getpid()) - before)) and (
+                time.monotonic() < deadline):
+            time.sleep(0.5)
+        return left
+
+    return check
 
 
-def test_train_checkpoint_resume_evaluate(tmp_path: Path) -> None:
+def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     storage = str(tmp_path / "runs")
     first = train(TrainSettings(storage=storage, iterations=2, final_eval=False, **TINY))
     run_dir = Path(first["storage"])
@@ -56,10 +60,10 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path) -> None:
     assert (run_dir / "eval" / "metrics.parquet").is_file()
     assert run_manifest.load(run_dir)["status"] == "finished"
     assert latest_run(storage)[0] == first["run_id"]
-    assert _ray_or_sumo_left() == []
+    assert leftovers() == []
 
 
-def test_sumo_killed_mid_training_is_survived(tmp_path: Path) -> None:
+def test_sumo_killed_mid_training_is_survived(tmp_path: Path, leftovers) -> None:
     """A SUMO (traci backend: its own process) is SIGKILLed during sampling; the episode is
     dropped, the env rebuilt, and training finishes with nothing left behind."""
     killed: list[int] = []
@@ -68,7 +72,8 @@ def test_sumo_killed_mid_training_is_survived(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             out = subprocess.run(["pgrep", "-x", "sumo"], capture_output=True, text=True).stdout
-            pids = [int(p) for p in out.split()]
+            ours = _descendants(os.getpid())
+            pids = [int(p) for p in out.split() if int(p) in ours]
             if pids:
                 time.sleep(1.0)  # let it run a little
                 try:
@@ -88,7 +93,7 @@ def test_sumo_killed_mid_training_is_survived(tmp_path: Path) -> None:
     assert killed, "the test never found a SUMO to kill"
     assert manifest["status"] == "finished"
     assert len(manifest["evaluations"]) == 3
-    assert _ray_or_sumo_left() == []
+    assert leftovers() == []
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:

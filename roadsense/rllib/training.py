@@ -166,7 +166,7 @@ def train(settings: TrainSettings,
     settings.validate()
     import ray
 
-    from rllib_configs.ppo_convoy import build_config
+    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
     from roadsense.data import ensure_dataset
     from roadsense.envs import EnvConfig
     from roadsense.eval.policies import save_policy
@@ -226,7 +226,8 @@ def train(settings: TrainSettings,
             num_envs_per_env_runner=settings.num_envs_per_env_runner,
             train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
             num_epochs=settings.num_epochs, lr=settings.lr,
-            entropy_coeff=settings.entropy_coeff, identity_kwarg="identity")
+            entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
+            model=CONVOY_MODEL)
         config = config.fault_tolerance(restart_failed_env_runners=True)
         algo = config.build_algo()
         if resumed:
