@@ -46,6 +46,10 @@ class RewardWeights:
     """Per step, on |change of the brake command|."""
     false_brake: float = 1.0
     """Per second, on the brake command while there is no reason to brake."""
+    hazard_response: float = 1.0
+    """Per second, on the brake command while a hazard is under way and its message has
+    reached the ego (training-time shaping from ground truth: single-step exploration noise
+    alone did not teach a sustained brake within an hour; measured)."""
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 

@@ -280,9 +280,11 @@ class ConvoyEnv(gym.Env):
         ttc, gap = self._ttc(states)
         self._gt["min_gap_m"] = min(self._gt["min_gap_m"], gap)
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
-        reason = hz.active or (hz.resolved_at_s is not None and t_ep - hz.resolved_at_s < 5.0)
+        since_resolved = math.inf if hz.resolved_at_s is None else t_ep - hz.resolved_at_s
+        reason = hz.active or since_resolved < 5.0
+        warned = (hz.active or since_resolved < 2.0) and self._gt["hazard_msg_rx_s"] is not None
         reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
-                                    collision=ego_hit, justified=reason)
+                                    collision=ego_hit, justified=reason, warned=warned)
         self._prev_brake = brake
         truncated = self._steps >= self._episode_steps and not ego_hit
         return obs, reward, ego_hit, truncated, self._info(collision=ego_hit, peers=peers)

@@ -8,6 +8,8 @@
 | jerk          | step         | -jerk * abs(change of the brake command)                       |
 | false_brake   | second       | -false_brake * brake while there is no reason to brake: no      |
 |               |              | hazard braking or just resolved (5 s), and ttc >= ttc_safe     |
+| hazard_response | second     | +hazard_response * brake while the hazard is braking or just   |
+|               |              | resolved (2 s) and its hard-braking message reached the ego    |
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from roadsense import STEP_LENGTH_S
 from roadsense.envs.config import RewardWeights
 
-TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake")
+TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake", "hazard_response")
 
 
 class RewardTracker:
@@ -27,8 +29,10 @@ class RewardTracker:
         self.terms = dict.fromkeys(TERMS, 0.0)
         self._prev_brake = 0.0
 
-    def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool) -> float:
-        """`brake` in [0, 1] (0 when the driver drives); `justified`: a hazard is under way."""
+    def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool,
+             warned: bool = False) -> float:
+        """`brake` in [0, 1] (0 when the driver drives); `justified`: a hazard is under way;
+        `warned`: the hazard is on and its message has reached the ego."""
         w, dt = self.w, STEP_LENGTH_S
         unsafe = ttc_s < w.ttc_safe_s
         r_collision = -w.collision if collision else 0.0
@@ -36,6 +40,7 @@ class RewardTracker:
         r_comfort = -w.comfort * brake * brake * dt
         r_jerk = -w.jerk * abs(brake - self._prev_brake)
         r_false = -w.false_brake * brake * dt if brake and not (justified or unsafe) else 0.0
+        r_resp = w.hazard_response * brake * dt if warned else 0.0
         self._prev_brake = brake
         t = self.terms
         t["collision"] += r_collision
@@ -43,4 +48,5 @@ class RewardTracker:
         t["comfort"] += r_comfort
         t["jerk"] += r_jerk
         t["false_brake"] += r_false
-        return r_collision + r_ttc + r_comfort + r_jerk + r_false
+        t["hazard_response"] += r_resp
+        return r_collision + r_ttc + r_comfort + r_jerk + r_false + r_resp
