@@ -1,0 +1,28 @@
+import pytest
+
+from roadsense.envs.config import RewardWeights
+from roadsense.envs.reward import TERMS, RewardTracker
+
+
+def test_terms_add_up_and_accumulate() -> None:
+    r = RewardTracker(RewardWeights(), max_brake_mps2=8.0)
+    total = r.step(brake=0.5, ttc_s=1.5, collision=False, justified=True, warned=True)
+    assert total == pytest.approx(sum(r.terms.values()))
+    assert r.terms["unsafe_ttc"] == pytest.approx(-1.0 * 0.5 * 0.1)
+    assert r.terms["comfort"] == pytest.approx(-0.1 * 0.25 * 0.1)
+    assert r.terms["jerk"] == pytest.approx(-0.05 * 0.5)
+    assert r.terms["hazard_response"] == pytest.approx(0.5 * 0.1)
+    assert r.terms["false_brake"] == 0.0
+    r.step(brake=0.0, ttc_s=float("inf"), collision=True, justified=False)
+    assert r.terms["collision"] == -50.0
+    assert set(r.terms) == set(TERMS)
+
+
+def test_braking_without_reason_is_penalised_only_when_safe() -> None:
+    calm = RewardTracker(RewardWeights(), 8.0)
+    calm.step(brake=1.0, ttc_s=float("inf"), collision=False, justified=False)
+    assert calm.terms["false_brake"] == pytest.approx(-0.1)
+    close = RewardTracker(RewardWeights(), 8.0)
+    close.step(brake=1.0, ttc_s=1.0, collision=False, justified=False)
+    assert close.terms["false_brake"] == 0.0  # an unsafe gap is a reason
+    assert close.terms["hazard_response"] == 0.0  # no warning: no shaping bonus
