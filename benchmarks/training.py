@@ -8,8 +8,9 @@ Rows (all measured in this run):
   scatter_reduce) vs a padded-to-maximum implementation of the same network and weights
   (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower).
 
-`run(env_id=...)` takes the gym id to sample from (default: the toy ragged env; the
-sampling rows are meant for ``roadsense/Convoy-v0``, whose steps cost what SUMO costs).
+`run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
+steps cost what SUMO costs; the toy ragged env also works). A third row samples one runner
+with 4 envs (the first on libsumo, the others on traci), as `roadsense train` does.
 
 Known limit: RLlib's env runner spends ~0.7-1.2 ms of Python per step with one sub-env
 (connectors, episode bookkeeping, metrics, a batch-1 forward pass), so the overhead row only
@@ -32,7 +33,6 @@ import torch
 
 from roadsense.models import DeepSets, DeepSetsConfig
 from roadsense.models.deepsets import DeepSetsEncoder
-from roadsense.rllib.toy_env import TOY_ENV_ID
 from roadsense.rllib.vector_env import KNOWN_ENV_MODULES
 
 BATCH = 4096
@@ -124,11 +124,12 @@ def _plain_loop_steps_per_s(env_id: str, env_kwargs: dict, steps: int) -> float:
 
 
 def _sampling_steps_per_s(env_id: str, env_kwargs: dict, runners: int, steps: int,
-                          rounds: int) -> float:
+                          rounds: int, envs: int = 1) -> float:
     from rllib_configs.ppo_convoy import build_config
 
     config = build_config(env_id=env_id, env_kwargs=env_kwargs, num_env_runners=runners,
-                          num_envs_per_env_runner=1)
+                          num_envs_per_env_runner=envs,
+                          identity_kwarg="identity" if env_id == CONVOY else None)
     algo = config.build_algo()
     try:
         group = algo.env_runner_group
@@ -162,6 +163,7 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
     try:
         one = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds)
         two = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds)
+        vec = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, envs=4)
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,10 +173,15 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
              ">= 1.7x", two / one >= 1.7, "steps/s"),
         _row(f"sampling steps/s, 1 env runner vs plain env loop ({name})", one, plain,
              one / plain, ">= 0.7x", one / plain >= 0.7, "steps/s"),
+        _row(f"sampling steps/s, 1 env runner x 4 envs vs plain env loop ({name})", vec, plain,
+             vec / plain, ">= 0.7x", vec / plain >= 0.7, "steps/s"),
     ]
 
 
-def run(quick: bool = False, env_id: str = TOY_ENV_ID, env_kwargs: dict | None = None
+CONVOY = "roadsense/Convoy-v0"
+
+
+def run(quick: bool = False, env_id: str = CONVOY, env_kwargs: dict | None = None
         ) -> list[dict]:
     """All rows; `env_id` picks the env the sampling rows step (any ragged-obs gym id)."""
     if env_id in KNOWN_ENV_MODULES:
