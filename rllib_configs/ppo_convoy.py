@@ -53,6 +53,7 @@ CONVOY_MODEL: dict[str, Any] = {
     # half the time at random (see roadsense.rllib.module).
     "init_action_mean": -1.5,
     "init_log_std": -0.5,
+    "free_log_std": True,
 }
 
 

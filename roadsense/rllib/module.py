@@ -25,10 +25,13 @@ from roadsense.errors import ConfigError
 from roadsense.models import DeepSets, DeepSetsConfig, packed_from_padded
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_PAD, PEER_X, PEERS
 
-INIT_KEYS = {"init_action_mean": None, "init_log_std": None}
+INIT_KEYS = {"init_action_mean": None, "init_log_std": None, "free_log_std": False}
 """Module-level model keys: the Gaussian's starting point in RLlib's normalised action space
 ([-1, 1] maps to the Box). ConvoyEnv starts near "driver only" (mean -1.5 -> brake 0, std
-~0.6), so early rollouts explore a little braking instead of braking half the time."""
+~0.6), so early rollouts explore a little braking instead of braking half the time.
+`free_log_std`: one learned std per action dimension instead of one per state. With a
+state-dependent std, PPO on ConvoyEnv raised the std in hazard states (std 1.75 when a peer
+reports -7 m/s^2) instead of the mean, so the deterministic policy never braked (measured)."""
 
 
 def _rllib_model_keys() -> set[str]:
@@ -79,15 +82,27 @@ class DeepSetsRLModule(TorchRLModule, ValueFunctionAPI):
             )
         ego_dim = int(space[EGO].shape[0])
         peer_dim = int(space[PEERS].feature_space.shape[0])
-        dist_dim = 2 * int(self.action_space.shape[0])  # Gaussian: mean and log-std
-        self.net = DeepSets(ego_dim, peer_dim, dist_dim, deepsets_config_from(self.model_config))
-        n = dist_dim // 2
+        n = int(self.action_space.shape[0])
         mc = self.model_config or {}
+        self.free_log_std = bool(mc.get("free_log_std", False))
+        # Gaussian: n means, and n log-stds from the net or (free_log_std) one parameter each
+        out_dim = n if self.free_log_std else 2 * n
+        self.net = DeepSets(ego_dim, peer_dim, out_dim, deepsets_config_from(self.model_config))
+        init_std = float(mc["init_log_std"]) if mc.get("init_log_std") is not None else 0.0
+        self.log_std = (torch.nn.Parameter(torch.full((n,), init_std))
+                        if self.free_log_std else None)
         with torch.no_grad():  # the policy head's bias is [means..., log-stds...]
             if mc.get("init_action_mean") is not None:
                 self.net.pi_head.bias[:n] = float(mc["init_action_mean"])
-            if mc.get("init_log_std") is not None:
-                self.net.pi_head.bias[n:] = float(mc["init_log_std"])
+            if not self.free_log_std and mc.get("init_log_std") is not None:
+                self.net.pi_head.bias[n:] = init_std
+
+    def _dist_inputs(self, ego: torch.Tensor, peers: torch.Tensor,
+                     index: torch.Tensor) -> torch.Tensor:
+        out = self.net.policy(ego, peers, index)
+        if self.log_std is None:
+            return out
+        return torch.cat([out, self.log_std.expand(out.shape[0], -1)], dim=1)
 
     # The net has no dropout or batch norm, so train/eval mode changes nothing; RLlib's
     # wrappers would switch it twice per env step (a recursive walk over every submodule,
@@ -100,12 +115,12 @@ class DeepSetsRLModule(TorchRLModule, ValueFunctionAPI):
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         ego, peers, index = unpack_obs(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.net.policy(ego, peers, index)}
+        return {Columns.ACTION_DIST_INPUTS: self._dist_inputs(ego, peers, index)}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         ego, peers, index = unpack_obs(batch[Columns.OBS])
         return {
-            Columns.ACTION_DIST_INPUTS: self.net.policy(ego, peers, index),
+            Columns.ACTION_DIST_INPUTS: self._dist_inputs(ego, peers, index),
             # The value embedding, so PPO's loss does not unpack the batch a second time.
             Columns.EMBEDDINGS: self.net.vf_encoder(ego, peers, index),
         }
