@@ -15,8 +15,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def roadsense_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `roadsense` command (a subprocess, as a user would) from the repo root."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "roadsense", *args], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=REPO)
 
 
 def _free_port() -> int:

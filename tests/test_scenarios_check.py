@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import roadsense_cli
 
 from roadsense.data.check import verify_dataset
 from scenario_factory import GeneratorSettings, generate_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def roadsense_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "roadsense", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

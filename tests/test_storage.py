@@ -3,13 +3,11 @@ push/pull round trip, skip identical, interrupted upload resumes, tampered objec
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import pytest
+from conftest import roadsense_cli
 
 from roadsense.data import ScenarioManager
 from roadsense.data.storage import (
@@ -21,14 +19,6 @@ from roadsense.data.storage import (
 )
 from roadsense.errors import DatasetError, StorageError
 from scenario_factory import GeneratorSettings, generate_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def roadsense_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "roadsense", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,15 @@ a mismatch is refused; `regenerate` proves the dataset byte-identical."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import roadsense_cli
 
 from roadsense.data import DEFAULT_EVAL_DATASET, ensure_dataset, load_suite
 from roadsense.data.index import read_index
 from roadsense.errors import EvalSuiteError
 from scenario_factory import make_suites
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def roadsense_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "roadsense", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
