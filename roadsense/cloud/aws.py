@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from roadsense.errors import ConfigError, StorageError
+from roadsense.data.storage import is_s3_uri, split_s3_uri
+from roadsense.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,6 @@ def aws_error(exc: Exception, what: str, *, fix: str | None = None) -> StorageEr
         f"{what} failed: {code}: {message}",
         fix=fix or "check AWS credentials, region and AWS_ENDPOINT_URL",
     )
-
-
-def is_s3_uri(uri: str | Path) -> bool:
-    """True for ``s3://bucket[/prefix]`` URIs."""
-    return str(uri).startswith("s3://")
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ("bucket", "a/b"); raises ConfigError for anything else."""
-    if not is_s3_uri(uri):
-        raise ConfigError(f"not an s3:// URI: {uri!r}", fix="use s3://bucket/prefix")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise ConfigError(f"S3 URI without a bucket: {uri!r}", fix="use s3://bucket/prefix")
-    return bucket, key.strip("/")
 
 
 def join_uri(base: str | Path, name: str) -> str:
