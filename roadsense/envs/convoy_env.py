@@ -58,8 +58,10 @@ class ConvoyEnv(gym.Env):
     padded; stale messages (> 500 ms) are gone.
 
     ## Reward
-    Sum of terms (weights in `RewardWeights`, every term in `info["reward_terms"]`): collision
-    (terminal), unsafe time-to-collision, comfort (deceleration, jerk), braking with no reason.
+    Sum of terms (weights in `RewardWeights`, every term in `info["reward_terms"]`; table in
+    `roadsense.envs.reward`): collision (terminal), unsafe time-to-collision, comfort
+    (deceleration, jerk), braking with no reason, and a training-time shaping term for braking
+    while a hazard is under way and its message has reached the ego.
 
     ## Starting state
     A scenario from the `ScenarioManager` (training: drawn from the env's RNG; evaluation: given

@@ -9,7 +9,9 @@ Two backends behind one interface:
   one process. The child is tied to its parent (PR_SET_PDEATHSIG) and killed on every failure
   path, so it cannot outlive the process that started it.
 
-State is read through subscriptions: one call per step returns every vehicle's state.
+State reads: over TCP, subscriptions (every vehicle's state comes back with the step's own
+reply); in process (libsumo), direct getters, which cost less than subscription result dicts
+(benchmarks/sim.py).
 """
 
 from __future__ import annotations
@@ -425,14 +427,10 @@ class SumoProcess:
     def _on_departed(self, vid: str) -> None:
         api = self._api
         if self.backend == "traci":
-            api.vehicle.subscribe(vid, _VEHICLE_VARS, parameters=self._leader_param())
+            api.vehicle.subscribe(vid, _VEHICLE_VARS,
+                                  parameters={tc.VAR_LEADER: ("d", LEADER_LOOKAHEAD_M)})
         self._min_gap[vid] = api.vehicle.getMinGap(vid)
         self._depart_pos[vid] = api.vehicle.getLanePosition(vid)
-
-    def _leader_param(self) -> dict[int, Any]:
-        if self.backend == "libsumo":
-            return {tc.VAR_LEADER: LEADER_LOOKAHEAD_M}
-        return {tc.VAR_LEADER: ("d", LEADER_LOOKAHEAD_M)}
 
     def _time(self) -> float:
         return round(self._call(self._api.simulation.getTime), 6)
