@@ -68,7 +68,7 @@ def build_config(
     train_batch_size: int = 4000,
     minibatch_size: int = 256,
     num_epochs: int = 10,
-    lr: float = 3e-4,
+    lr: float | list[list[float]] = 3e-4,
     entropy_coeff: float = 0.0,
     gamma: float = 0.99,
     lambda_: float = 0.95,
@@ -83,6 +83,7 @@ def build_config(
     `env_kwargs` go to the gym constructor of `env_id` (e.g. ``{"scenarios": ..., "config":
     EnvConfig(...)}`` for ConvoyEnv); `env_module` is imported first if the id is not one of
     ours. `model` overrides `DEFAULT_MODEL` (keys of `roadsense.models.DeepSetsConfig`).
+    `lr`: a constant or RLlib's schedule ``[[env steps, lr], ...]`` (linear in between).
     `identity_kwarg`: the constructor keyword that receives each sub-env's identity
     (``{worker_index, vector_index, purpose}``; ConvoyEnv's is ``identity``).
     """

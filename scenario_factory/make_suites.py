@@ -2,8 +2,9 @@
 
     python -m scenario_factory.make_suites [--root datasets] [--check]
 
-The suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
-needed). Hazard plans, seeds and radio levels come from one fixed seed, so re-running this
+The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
+needed); ``validation-v1``, which `roadsense train` uses to pick its checkpoint, refers to the
+training dataset ``default-v1`` (held-out seeds and hazards, never the test scenarios). Hazard plans, seeds and radio levels come from one fixed seed, so re-running this
 script writes the same files; ``--check`` only compares and exits 1 on a difference. Commit
 the JSON files; bump a suite's version when its content changes on purpose.
 """
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from roadsense.data.default import DEFAULT_EVAL_DATASET, ensure_dataset
+from roadsense.data.default import DEFAULT_EVAL_DATASET, DEFAULT_TRAIN_DATASET, ensure_dataset
 from roadsense.data.index import read_index
 from roadsense.data.manager import ScenarioManager
 from roadsense.data.suites import SUITES_DIR
 
 SUITES_SEED = 5150
+VALIDATION_SEED = 6061
 RADIO_LEVELS: list[dict] = [{}, {"loss_rate": 0.15}, {"loss_rate": 0.30}]
 """Calibrated defaults, then the emulator scaled to 15% and 30% overall loss."""
 
@@ -98,6 +100,40 @@ def draw_suites(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
     }
 
 
+def draw_validation(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
+    """``validation-v1`` from the training dataset's index rows: every scenario once with a
+    hazard (radio levels in turn; scenarios with no car ahead have none) and every third
+    scenario once without."""
+    rng = np.random.default_rng(VALIDATION_SEED)
+    ahead = [row for row in rows if row["vehicles_ahead"] > 0]
+    episodes = [
+        {"scenario_id": row["scenario_id"], "seed": _seed(rng),
+         "hazard": _hazard(rng, row["vehicles_ahead"]), "radio": RADIO_LEVELS[i % 3]}
+        for i, row in enumerate(ahead)
+    ] + [
+        {"scenario_id": row["scenario_id"], "seed": _seed(rng), "hazard": None,
+         "radio": RADIO_LEVELS[i % 3]}
+        for i, row in enumerate(rows[::3])
+    ]
+    return {"validation-v1": {
+        "name": "validation-v1", "version": "1",
+        "dataset": {"name": DEFAULT_TRAIN_DATASET, "manifest_hash": manifest_hash},
+        "generated_by": f"scenario_factory/make_suites.py (seed {VALIDATION_SEED})",
+        "description": "Checkpoint selection during training: training scenarios with held-out "
+                       "seeds and hazards (never the test suites' scenarios); every scenario "
+                       "once with a hazard (if a car is ahead), every third once without.",
+        "radio_levels": RADIO_LEVELS,
+        "episodes": episodes,
+    }}
+
+
+def _index_rows(name: str, root: Path, split: str) -> tuple[list[dict], str]:
+    mgr = ScenarioManager.from_dataset(ensure_dataset(name, root), split=split)
+    table = read_index(mgr.root / "index.parquet")
+    return table.select(["scenario_id", "peer_count", "vehicles_ahead"]).to_pylist(), \
+        mgr.manifest_hash
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("datasets"))
@@ -105,12 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a change")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = ensure_dataset(DEFAULT_EVAL_DATASET, args.root)
-    mgr = ScenarioManager.from_dataset(path, split="eval")
-    table = read_index(mgr.root / "index.parquet")
-    rows = table.select(["scenario_id", "peer_count", "vehicles_ahead"]).to_pylist()
+    suites = {**draw_suites(*_index_rows(DEFAULT_EVAL_DATASET, args.root, "eval")),
+              **draw_validation(*_index_rows(DEFAULT_TRAIN_DATASET, args.root, "train"))}
     changed = []
-    for name, suite in draw_suites(rows, mgr.manifest_hash).items():
+    for name, suite in suites.items():
         path = args.out / f"{name}.json"
         text = json.dumps(suite, indent=1) + "\n"
         if path.is_file() and path.read_text() == text:

@@ -26,3 +26,13 @@ def test_braking_without_reason_is_penalised_only_when_safe() -> None:
     close.step(brake=1.0, ttc_s=1.0, collision=False, justified=False)
     assert close.terms["false_brake"] == 0.0  # an unsafe gap is a reason
     assert close.terms["hazard_response"] == 0.0  # no warning: no shaping bonus
+
+
+def test_starting_to_brake_without_a_hazard_costs_once_per_onset() -> None:
+    r = RewardTracker(RewardWeights(), 8.0)
+    for brake in (0.5, 0.6, 0.0, 0.3):  # two onsets, the second one after a release
+        r.step(brake=brake, ttc_s=1.0, collision=False, justified=False)
+    assert r.terms["false_brake_onset"] == pytest.approx(-2.0)  # an unsafe gap is no excuse
+    hazard = RewardTracker(RewardWeights(), 8.0)
+    hazard.step(brake=0.5, ttc_s=float("inf"), collision=False, justified=True, warned=True)
+    assert hazard.terms["false_brake_onset"] == 0.0

@@ -5,6 +5,7 @@ Budgets are tiny on purpose; learning itself is measured by benchmarks/learning.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 TINY = dict(train_batch_size=300, minibatch_size=100, num_epochs=1, num_env_runners=1,
             checkpoint_every=1, budget_minutes=None, eval_suite="smoke",
-            eval_no_hazard_suite=None, env_overrides={"episode_s": 12.0})
+            eval_no_hazard_suite=None, validation_suite="smoke",
+            env_overrides={"episode_s": 12.0})
 
 
 @pytest.fixture
@@ -51,10 +53,21 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert first["versions"]["ray"] == "2.60.0"
     assert first["seeds"]["workers"], "every seed the workers used is recorded"
     assert (run_dir / "checkpoints" / "iter_000002" / "policy.pt").is_file()
+    # validated at the end (the run is shorter than the interval), on the smoke suite
+    assert [(v["checkpoint"], v["suite"]) for v in first["validations"]] == [
+        ("iter_000002", "smoke")]
+    assert first["selected_checkpoint"] == "iter_000002"
+    # the learning rate falls linearly over the run's 2 x 300 steps
+    lrs = [json.loads(line)["lr"] for line in (run_dir / "progress.jsonl").open()]
+    assert lrs[0] < 3e-4 and lrs[1] < lrs[0]
 
     again = train(TrainSettings(storage=storage, iterations=3, resume=True, **TINY))
     assert again["run_id"] == first["run_id"]
     assert [e["iteration"] for e in again["evaluations"]] == [1, 2, 3]
+    assert [v["checkpoint"] for v in again["validations"]] == ["iter_000002", "iter_000003"]
+    best = min(again["validations"], key=lambda v: (v["score"], -int(v["checkpoint"][5:])))
+    assert again["selected_checkpoint"] == best["checkpoint"]
+    assert f"Evaluation of {best['checkpoint']}" in (run_dir / "eval" / "report.md").read_text()
     assert again["final_eval"].keys() >= {"no_assist", "v2v_rule"}
     assert (run_dir / "eval" / "report.md").is_file()
     assert (run_dir / "eval" / "metrics.parquet").is_file()

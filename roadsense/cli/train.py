@@ -40,7 +40,16 @@ def app(
     train_batch_size: Annotated[int, typer.Option(min=64)] = 4000,
     minibatch_size: Annotated[int, typer.Option(min=16)] = 256,
     num_epochs: Annotated[int, typer.Option(min=1)] = 10,
-    lr: Annotated[float, typer.Option()] = 3e-4,
+    lr: Annotated[float, typer.Option(min=0.0, help="learning rate at the start")] = 3e-4,
+    lr_final: Annotated[float, typer.Option(
+        min=0.0, help="learning rate at the end, reached linearly (0: keep --lr)")] = 3e-5,
+    lr_decay_steps: Annotated[int | None, typer.Option(
+        min=1, help="env steps of the decay (default: the run's expected length)")] = None,
+    validation_suite: Annotated[str, typer.Option(
+        help="suite that picks the checkpoint to evaluate ('none': the last one)")
+    ] = "validation-v1",
+    validate_every_minutes: Annotated[float, typer.Option(
+        min=0.1, help="how often to validate (also at the end)")] = 6.0,
     env: Annotated[list[str] | None, typer.Option(
         help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
     final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
@@ -69,7 +78,10 @@ def app(
         num_envs_per_env_runner=num_envs_per_env_runner, budget_minutes=budget_minutes,
         iterations=iterations, checkpoint_every=checkpoint_every, resume=resume,
         address=address, train_batch_size=train_batch_size, minibatch_size=minibatch_size,
-        num_epochs=num_epochs, lr=lr, env_overrides=overrides, final_eval=final_eval)
+        num_epochs=num_epochs, lr=lr, lr_final=lr_final or None, lr_decay_steps=lr_decay_steps,
+        validation_suite=None if validation_suite.lower() == "none" else validation_suite,
+        validate_every_minutes=validate_every_minutes, env_overrides=overrides,
+        final_eval=final_eval)
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()
     table = Table(title="roadsense train")
@@ -88,8 +100,16 @@ def app(
                         f"episode_return_mean={r.return_mean}")
             live.refresh()
 
-        manifest = train(settings, on_iteration)
+        def on_validation(v: dict) -> None:
+            console.log(f"validation of {v['checkpoint']} on {v['suite']}: collisions "
+                        f"{_pct(v['collision_rate'])}, false braking "
+                        f"{_pct(v['false_brake_rate'])} ({v['seconds']:.0f} s)")
+
+        manifest = train(settings, on_iteration, on_validation)
     console.print(f"run {manifest['run_id']} finished: {manifest['storage']}")
+    if manifest.get("selected_checkpoint"):
+        console.print(f"checkpoint picked on {settings.validation_suite}: "
+                      f"{manifest['selected_checkpoint']}")
     final = manifest.get("final_eval")
     if final:
         res = Table(title=f"final evaluation ({eval_suite})")

@@ -59,7 +59,8 @@ class EvalSuite:
         from roadsense.data.default import ensure_dataset
         from roadsense.data.manager import ScenarioManager
 
-        mgr = ScenarioManager.from_dataset(ensure_dataset(self.dataset.name, root), split="eval")
+        # The manifest hash pins the dataset; validation suites are drawn on the training one.
+        mgr = ScenarioManager.from_dataset(ensure_dataset(self.dataset.name, root), split="any")
         if mgr.manifest_hash != self.dataset.manifest_hash:
             raise EvalSuiteError(
                 f"suite {self.name} v{self.version} was drawn for dataset {self.dataset.name} "

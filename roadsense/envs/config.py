@@ -46,6 +46,11 @@ class RewardWeights:
     """Per step, on |change of the brake command|."""
     false_brake: float = 1.0
     """Per second, on the brake command while there is no reason to brake."""
+    false_brake_onset: float = 1.0
+    """Once per start of braking while no hazard is under way (unsafe ttc is no excuse here).
+    Evaluation counts a no-hazard episode with any braking as false braking; the per-second
+    term alone made a brief brake nearly free, and the trained policy false-braked in 6.4% of
+    no-hazard-v1 episodes against v2v_rule's 2.6% (measured)."""
     hazard_response: float = 1.0
     """Per second, on the brake command while a hazard is under way and its message has
     reached the ego (training-time shaping from ground truth: single-step exploration noise

@@ -8,6 +8,9 @@
 | jerk          | step         | -jerk * abs(change of the brake command)                       |
 | false_brake   | second       | -false_brake * brake while there is no reason to brake: no      |
 |               |              | hazard braking or just resolved (5 s), and ttc >= ttc_safe     |
+| false_brake_onset | onset    | -false_brake_onset each time braking starts while no hazard is |
+|               |              | under way or just resolved (5 s), whatever the ttc: the eval's  |
+|               |              | false-braking rate counts episodes, not brake-seconds           |
 | hazard_response | second     | +hazard_response * brake while the hazard is braking or just   |
 |               |              | resolved (2 s) and its hard-braking message reached the ego    |
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 from roadsense import STEP_LENGTH_S
 from roadsense.envs.config import RewardWeights
 
-TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake", "hazard_response")
+TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake", "false_brake_onset",
+         "hazard_response")
 
 
 class RewardTracker:
@@ -40,6 +44,8 @@ class RewardTracker:
         r_comfort = -w.comfort * brake * brake * dt
         r_jerk = -w.jerk * abs(brake - self._prev_brake)
         r_false = -w.false_brake * brake * dt if brake and not (justified or unsafe) else 0.0
+        r_onset = -w.false_brake_onset if brake and not self._prev_brake and not justified \
+            else 0.0
         r_resp = w.hazard_response * brake * dt if warned else 0.0
         self._prev_brake = brake
         t = self.terms
@@ -48,5 +54,6 @@ class RewardTracker:
         t["comfort"] += r_comfort
         t["jerk"] += r_jerk
         t["false_brake"] += r_false
+        t["false_brake_onset"] += r_onset
         t["hazard_response"] += r_resp
-        return r_collision + r_ttc + r_comfort + r_jerk + r_false + r_resp
+        return r_collision + r_ttc + r_comfort + r_jerk + r_false + r_onset + r_resp
