@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roadsense.comms.messages import ARRIVAL, HEADING, SEND, SLOT, ReceivedMessages
+from roadsense.comms.messages import ARRIVAL, SEND, SLOT, ReceivedMessages
 
 PLAN_MAX_STEPS = 256  # most steps computed ahead
 PLAN_MIN_STEPS = 16  # fewest, after plans kept breaking (distance bins changing often)
@@ -54,7 +54,7 @@ class Plan:
     deliv: np.ndarray  # (h, rows, n)
     vis: np.ndarray  # (h, rows, n, 4) the record each link shows at each step
     ok: np.ndarray  # (h, rows, n) whether it is shown (arrived and not stale)
-    dcount: list[int]  # deliveries per round
+    dsum: list[int]  # deliveries in the plan's first i rounds, i = 0..h
     rows: dict[int, RowPlan] = field(default_factory=dict)  # built on a receiver's first view
     i: int = 0  # steps consumed
 
@@ -64,43 +64,39 @@ class PlannedSteps:
 
     def _fast_step(self, now: float, ids: list[str], x, y, speed, accel, heading_deg,
                    yaw_rate) -> bool:
-        """Take one planned step if the plan holds; False: the caller steps normally."""
+        """Take one planned step if the plan holds; False: the caller steps normally.
+
+        Only what a view needs is updated here; counters and the step-by-step state catch up
+        when the plan is left (`_leave_plan`, `_planned_counts`).
+        """
         plan = self._plan
-        if not (plan.i < plan.h and type(ids) is type(self._ids) and ids == self._ids
-                and self._identity and abs(now - plan.q[plan.i]) <= 1e-6):
+        i = plan.i
+        if not (i < plan.h and abs(now - plan.q[i]) <= 1e-6 and type(ids) is type(self._ids)
+                and ids == self._ids):
             return False
         state = np.array((x, y, speed, accel, heading_deg, yaw_rate), dtype=np.float64)
-        if state.shape != self._prev.shape:
-            return False  # the step-by-step path explains the problem
         prev = self._prev
-        pos = prev[:2]
-        if self._r1 is not None:
-            dxy = pos - pos[:, self._r1]
-        else:
-            dxy = pos[:, None, :] - pos[:, self._row_sel, None]
-        np.square(dxy, out=dxy)
-        d2 = dxy[0] + dxy[1]
-        if self._model.edges2.searchsorted(d2, side="right").tobytes() != plan.bins_key:
+        if state.shape != prev.shape:
+            return False  # the step-by-step path explains the problem
+        dist = self._distances(prev[:2])
+        if self._model.edges.searchsorted(dist, "right").tobytes() != plan.bins_key:
             return False
-        i = plan.i
-        k = plan.k0 + i
-        content = self._ring[(plan.g0 + i) % self._depth]
-        np.add(prev, self._noise_blk[k], out=content)  # heading is wrapped by the views
-        self._n_sent += self._n_link_ok
-        self._n_deliv += plan.dcount[i]
-        self._vstep = i
-        self._vis = None
+        self._write_content(self._ring[(plan.g0 + i) % self._depth], prev, plan.k0 + i)
         plan.i = i + 1
-        self._blk_i = k + 1
-        self._round_no += 1
-        self._next_max += self._period
+        self._vstep = i
         self._prev = state
         self._prev_t = self._now = now
-        self._steps += 1
         if self._record:
             self._log_round(plan.deliv[i], plan.rec[i].transpose(2, 0, 1),
-                            plan.rec[i, 0, :, SEND], None, d2.reshape(self._link_ok.shape))
+                            plan.rec[i, 0, :, SEND], None, dist)
         return True
+
+    def _planned_counts(self) -> tuple[int, int, int]:
+        """Steps, link packets sent and delivered by the current plan, not yet counted."""
+        plan = self._plan
+        if plan is None:
+            return 0, 0, 0
+        return plan.i, plan.i * self._n_link_ok, plan.dsum[plan.i]
 
     def _try_plan(self, now: float, dt: float, bins: np.ndarray) -> bool:
         """Start a plan at this step when the fast path's conditions hold."""
@@ -149,15 +145,21 @@ class PlannedSteps:
         self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), k0=k,
                           g0=self._round_no, cnt0=self._cnt.copy(), rec=rec, last=last,
                           bad=bad, deliv=deliv, vis=vis, ok=ok,
-                          dcount=np.count_nonzero(deliv, axis=(1, 2)).tolist())
+                          dsum=[0, *np.cumsum(np.count_nonzero(deliv, axis=(1, 2))).tolist()])
 
     def _leave_plan(self) -> None:
         """Hand a plan's state at its current step back to the step-by-step path."""
         plan = self._plan
         if plan is None:
             return
+        steps, sent, delivered = self._planned_counts()
         self._plan = None
         i = plan.i
+        self._steps += steps
+        self._n_sent += sent
+        self._n_deliv += delivered
+        self._blk_i = plan.k0 + i
+        self._round_no = plan.g0 + i
         # Adapt the horizon: a plan that broke early wasted its tail, one that ran out was cheap.
         if i < plan.h:
             self._plan_h = min(self.plan_steps, max(PLAN_MIN_STEPS, min(self._plan_h, 2 * i)))
@@ -188,7 +190,6 @@ class PlannedSteps:
                 gather=rec[:, SLOT].astype(np.intp)[None, :] + self._field_off)
         a, b = rp.offsets[i], rp.offsets[i + 1]
         c = self._ring_flat[rp.gather[:, a:b]]
-        np.remainder(c[HEADING], 360.0, out=c[HEADING])
         send = rp.send[a:b]
         # positional: this runs every step (field order of ReceivedMessages)
         return ReceivedMessages(rp.sender[a:b], c[0], c[1], c[2], c[3], c[4], c[5], send,
