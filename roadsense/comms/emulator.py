@@ -157,6 +157,7 @@ class EspNowEmulator(PlannedSteps):
         self._arange = np.arange(n)
         self._arange_f = np.arange(n, dtype=np.float64)
         self._rr, self._ss = np.arange(nr)[:, None], np.arange(n)[None, :]
+        self._link_idx = np.arange(nr * n).reshape(nr, n)  # flat index of each link
         self._one_hop = np.ones(n, dtype=np.int64)
         self._one_hop.flags.writeable = False  # shared by every view without relay
         self._prev = np.zeros((6, n))
@@ -270,7 +271,7 @@ class EspNowEmulator(PlannedSteps):
             # Link distance bins from the senders' samples, fixed for the whole window.
             dist = self._distances(prev[:2])
             bins = self._model.edges.searchsorted(dist, "right")
-            if self._try_plan(now, dt, bins):
+            if self._try_plan(now, dt, bins, prev, cur):
                 self._prev = prev
                 if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate):
                     return
@@ -282,12 +283,12 @@ class EspNowEmulator(PlannedSteps):
         self._steps += 1
 
     def _distances(self, pos: np.ndarray) -> np.ndarray:
-        """Link distances (rows, n) from the senders' (2, n) positions, metres; (n,) for one
-        receiver (it broadcasts like (1, n))."""
+        """Link distances (..., rows, n) from the senders' (2, ..., n) positions, metres;
+        (..., n) for one receiver (it broadcasts like (..., 1, n))."""
         if self._r1 is not None:  # one receiver: a slice broadcasts cheaper than fancy indexing
-            dxy = pos - pos[:, self._r1]
-            return np.hypot(dxy[0], dxy[1])
-        dxy = pos[:, None, :] - pos[:, self._row_sel, None]
+            dxy = pos - pos[..., self._r1]
+        else:
+            dxy = pos[..., None, :] - pos[..., self._row_sel, None]
         return np.hypot(dxy[0], dxy[1])
 
     def _emit(self, now: float, dt: float, prev: np.ndarray, bins: np.ndarray,

@@ -44,7 +44,8 @@ class Plan:
 
     h: int
     q: list[float]  # the step times it is valid for
-    bins_key: bytes  # the distance bins it assumed
+    bins_key: bytes  # the distance bins it assumed, round after round
+    key_len: int  # bytes of one round's bins in bins_key
     k0: int  # random-block index of its first round
     g0: int  # round number of its first round
     cnt0: np.ndarray  # broadcasts per vehicle before its first round
@@ -79,7 +80,8 @@ class PlannedSteps:
         if state.shape != prev.shape:
             return False  # the step-by-step path explains the problem
         dist = self._distances(prev[:2])
-        if self._model.edges.searchsorted(dist, "right").tobytes() != plan.bins_key:
+        key = self._model.edges.searchsorted(dist, "right").tobytes()
+        if key != plan.bins_key[i * plan.key_len:(i + 1) * plan.key_len]:
             return False
         self._write_content(self._ring[(plan.g0 + i) % self._depth], prev, plan.k0 + i)
         plan.i = i + 1
@@ -98,23 +100,34 @@ class PlannedSteps:
             return 0, 0, 0
         return plan.i, plan.i * self._n_link_ok, plan.dsum[plan.i]
 
-    def _try_plan(self, now: float, dt: float, bins: np.ndarray) -> bool:
+    def _try_plan(self, now: float, dt: float, bins: np.ndarray, prev: np.ndarray,
+                  cur: np.ndarray) -> bool:
         """Start a plan at this step when the fast path's conditions hold."""
         if (not self.plan_steps or self.relay_hops or self._steps == 0 or not self._identity
                 or self._link_ok.size > PLAN_MAX_LINKS or abs(dt - self._period) > 1e-6
                 or self._lat_max >= dt or self._next_max >= now):
             return False
-        self._build_plan(now, dt, bins)
+        self._build_plan(now, dt, self._predict_bins(bins, prev, cur))
         return True
 
+    def _predict_bins(self, bins: np.ndarray, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+        """Distance bins of the next ``_plan_h`` rounds, (h, rows, n): this round's ``bins``, then
+        positions extrapolated from the last two samples. A plan holds while the actual bins
+        match; a wrong guess only ends it early (vehicles moving steadily keep plans long)."""
+        steps = np.arange(-1.0, self._plan_h - 1.0)
+        pos = cur[:2, None, :] + steps[:, None] * (cur[:2] - prev[:2])[:, None, :]  # (2, h, n)
+        pred = self._model.edges.searchsorted(self._distances(pos), "right")
+        pred[0] = bins
+        return pred.reshape(len(steps), *self._link_ok.shape)
+
     def _build_plan(self, now: float, dt: float, bins: np.ndarray) -> None:
+        """Plan from this step on; ``bins``: (>= h, rows, n) distance bins per round."""
         k = self._blk_i
         if k == self._blk_n:
             self._refill()
             k = 0
         h = max(1, min(self._plan_h, self._blk_n - k))
         nr, n = self._link_ok.shape
-        rr, ss = self._rr, self._ss
         steps = np.arange(h)
         idx = steps[:, None, None]
         q = now + steps * dt
@@ -125,10 +138,14 @@ class PlannedSteps:
         # good) or keeps it, so the state is the last fixing draw's, else the starting state.
         u = self._u_blk[k:k + h]
         table = self._model.table
+        bins = bins[:h]
         if_good = u < table[bins, 0]
         fixed = if_good == (u < table[bins, 1])
         last_fix = np.maximum.accumulate(np.where(fixed, idx, -1), axis=0)
-        bad = np.where(last_fix >= 0, if_good[last_fix, rr, ss], self._bad.astype(bool))
+        # gathers along time as flat takes: much cheaper than [t, rr, ss] fancy indexing
+        link = self._link_idx
+        bad = np.where(last_fix >= 0, if_good.reshape(-1).take(last_fix * link.size + link),
+                       self._bad.astype(bool))
         deliv = self._link_ok > bad
         rec = np.empty((h + 1, nr, n, 4))
         rounds = (self._round_no + steps) % self._depth
@@ -140,9 +157,10 @@ class PlannedSteps:
         last = np.maximum.accumulate(np.where(deliv, idx, -1), axis=0)
         before = np.concatenate((np.full((1, nr, n), -1), last[:-1]))
         shown = np.where(deliv & (rec[:h, :, :, ARRIVAL] <= qq), idx, before)
-        vis = rec[shown, rr, ss]  # (h, nr, n, 4)
+        vis = rec.reshape(-1, 4).take(shown % (h + 1) * link.size + link, axis=0)  # (h, nr, n, 4)
         ok = (vis[..., ARRIVAL] <= qq) & (vis[..., SEND] >= qq - self._model.stale_s)
-        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), k0=k,
+        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), key_len=bins[0].nbytes,
+                          k0=k,
                           g0=self._round_no, cnt0=self._cnt.copy(), rec=rec, last=last,
                           bad=bad, deliv=deliv, vis=vis, ok=ok,
                           dsum=[0, *np.cumsum(np.count_nonzero(deliv, axis=(1, 2))).tolist()])
@@ -189,7 +207,7 @@ class PlannedSteps:
                 arrival=rec[:, ARRIVAL].copy(),
                 gather=rec[:, SLOT].astype(np.intp)[None, :] + self._field_off)
         a, b = rp.offsets[i], rp.offsets[i + 1]
-        c = self._ring_flat[rp.gather[:, a:b]]
+        c = self._ring_flat.take(rp.gather[:, a:b])  # take: cheaper than [] on small arrays
         send = rp.send[a:b]
         # positional: this runs every step (field order of ReceivedMessages)
         return ReceivedMessages(rp.sender[a:b], c[0], c[1], c[2], c[3], c[4], c[5], send,
