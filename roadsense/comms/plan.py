@@ -1,14 +1,15 @@
 """The emulator's planned fast path: many steps of link outcomes computed at once.
 
 With one broadcast per vehicle per step (period == step length), latency below a step, no
-relay, and unchanged vehicles and distance bins, nothing a receiver sees depends on the
+relay, unchanged vehicles and known distance bins, nothing a receiver sees depends on the
 vehicle states except the message content: which packets are lost (Gilbert-Elliott), when
 they arrive and which one each link shows at each step follow from the pre-drawn randomness
-alone. A plan computes that for up to `PLAN_MAX_STEPS` steps in a few whole-array operations;
-a planned step then only writes the content and checks that the distance bins still hold, and
-a view is a few slices. Plans consume exactly the randomness the step-by-step path would, and
-hand their state back to it (`_leave_plan`), so results are bit-identical either way
-(tests/test_comms_emulator.py checks it).
+alone. A plan computes that for up to `PLAN_MAX_STEPS` steps in a few whole-array operations,
+with each round's distance bins predicted from the vehicles' last motion; a planned step then
+only writes the content and checks that the actual bins are the predicted ones (else the
+plan ends there), and a view is a few slices. Plans consume exactly the randomness the
+step-by-step path would, and hand their state back to it (`_leave_plan`), so results are
+bit-identical either way (tests/test_comms_emulator.py checks it).
 
 `PlannedSteps` is a mixin of `EspNowEmulator`: it reads and writes the emulator's episode
 state (documented there) and holds no other reference.
