@@ -23,7 +23,7 @@ import numpy as np
 
 from roadsense.comms.messages import ARRIVAL, SEND, SLOT, ReceivedMessages
 
-PLAN_MAX_STEPS = 256  # most steps computed ahead
+PLAN_MAX_STEPS = 512  # most steps computed ahead (one random block for small convoys)
 PLAN_MIN_STEPS = 16  # fewest, after plans kept breaking (distance bins changing often)
 PLAN_MAX_LINKS = 512  # beyond this, per-call overhead no longer dominates: step by step
 
