@@ -108,26 +108,29 @@ class PlannedSteps:
                 or self._link_ok.size > PLAN_MAX_LINKS or abs(dt - self._period) > 1e-6
                 or self._lat_max >= dt or self._next_max >= now):
             return False
-        self._build_plan(now, dt, self._predict_bins(bins, prev, cur))
+        self._build_plan(now, dt, bins, prev, cur)
         return True
 
-    def _predict_bins(self, bins: np.ndarray, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
-        """Distance bins of the next ``_plan_h`` rounds, (h, rows, n): this round's ``bins``, then
+    def _predict_bins(self, h: int, bins: np.ndarray, prev: np.ndarray, cur: np.ndarray
+                      ) -> np.ndarray:
+        """Distance bins of the next ``h`` rounds, (h, rows, n): this round's ``bins``, then from
         positions extrapolated from the last two samples. A plan holds while the actual bins
         match; a wrong guess only ends it early (vehicles moving steadily keep plans long)."""
-        steps = np.arange(-1.0, self._plan_h - 1.0)
+        steps = np.arange(-1.0, h - 1.0)
         pos = cur[:2, None, :] + steps[:, None] * (cur[:2] - prev[:2])[:, None, :]  # (2, h, n)
         pred = self._model.edges.searchsorted(self._distances(pos), "right")
         pred[0] = bins
-        return pred.reshape(len(steps), *self._link_ok.shape)
+        return pred.reshape(h, *self._link_ok.shape)
 
-    def _build_plan(self, now: float, dt: float, bins: np.ndarray) -> None:
-        """Plan from this step on; ``bins``: (>= h, rows, n) distance bins per round."""
+    def _build_plan(self, now: float, dt: float, bins: np.ndarray, prev: np.ndarray,
+                    cur: np.ndarray) -> None:
+        """Plan from this step on: ``bins`` of this round, ``prev``/``cur`` the last samples."""
         k = self._blk_i
         if k == self._blk_n:
             self._refill()
             k = 0
         h = max(1, min(self._plan_h, self._blk_n - k))
+        bins = self._predict_bins(h, bins, prev, cur)
         nr, n = self._link_ok.shape
         steps = np.arange(h)
         idx = steps[:, None, None]
@@ -139,9 +142,8 @@ class PlannedSteps:
         # good) or keeps it, so the state is the last fixing draw's, else the starting state.
         u = self._u_blk[k:k + h]
         table = self._model.table
-        bins = bins[:h]
-        if_good = u < table[bins, 0]
-        fixed = if_good == (u < table[bins, 1])
+        if_good = u < table[:, 0].take(bins)
+        fixed = if_good == (u < table[:, 1].take(bins))
         last_fix = np.maximum.accumulate(np.where(fixed, idx, -1), axis=0)
         # gathers along time as flat takes: much cheaper than [t, rr, ss] fancy indexing
         link = self._link_idx
