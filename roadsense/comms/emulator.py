@@ -157,6 +157,7 @@ class EspNowEmulator(PlannedSteps):
         self._arange = np.arange(n)
         self._arange_f = np.arange(n, dtype=np.float64)
         self._rr, self._ss = np.arange(nr)[:, None], np.arange(n)[None, :]
+        self._link_idx = np.arange(nr * n).reshape(nr, n)  # flat index of each link
         self._one_hop = np.ones(n, dtype=np.int64)
         self._one_hop.flags.writeable = False  # shared by every view without relay
         self._prev = np.zeros((6, n))
@@ -221,9 +222,10 @@ class EspNowEmulator(PlannedSteps):
         ``ids``) use SUMO's conventions: metres, m/s, m/s^2, heading degrees, rad/s.
         """
         now = float(now_s)
-        if self._plan is not None and self._fast_step(now, ids, x, y, speed, accel,
-                                                      heading_deg, yaw_rate):
-            return
+        if self._plan is not None:
+            if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate):
+                return
+            self._leave_plan()
         if type(ids) is not list and type(ids) is not tuple:  # e.g. libsumo's tuples are fine
             ids = list(ids)
         if type(ids) is not type(self._ids) or ids != self._ids:
@@ -267,29 +269,34 @@ class EspNowEmulator(PlannedSteps):
                     fix="pass the simulation's step length to reset(step_length_s=...)",
                 )
             # Link distance bins from the senders' samples, fixed for the whole window.
-            pos = prev[:2]
-            dxy = pos[:, None, :] - pos[:, self._row_sel, None]
-            np.square(dxy, out=dxy)
-            d2 = dxy[0] + dxy[1]
-            bins = self._model.edges2.searchsorted(d2, side="right")
-            self._leave_plan()
-            if self._try_plan(now, dt, bins):
+            dist = self._distances(prev[:2])
+            bins = self._model.edges.searchsorted(dist, "right")
+            if self._try_plan(now, dt, bins, prev, cur):
                 self._prev = prev
                 if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate):
                     return
                 raise AssertionError("a fresh plan must hold for its first step")
-            self._emit(now, dt, prev, bins, d2)
+            self._emit(now, dt, prev, bins, dist)
         self._prev = cur
         self._prev_t = now
         self._now = now
         self._steps += 1
 
+    def _distances(self, pos: np.ndarray) -> np.ndarray:
+        """Link distances (..., rows, n) from the senders' (2, ..., n) positions, metres;
+        (..., n) for one receiver (it broadcasts like (..., 1, n))."""
+        if self._r1 is not None:  # one receiver: a slice broadcasts cheaper than fancy indexing
+            dxy = pos - pos[..., self._r1]
+        else:
+            dxy = pos[..., None, :] - pos[..., self._row_sel, None]
+        return np.hypot(dxy[0], dxy[1])
+
     def _emit(self, now: float, dt: float, prev: np.ndarray, bins: np.ndarray,
-              d2: np.ndarray) -> None:
+              dist: np.ndarray) -> None:
         """Every broadcast due in [previous step, now), round by round."""
         nxt = self._next
         if dt <= self._period and self._next_max < now:  # the usual case: one round, all
-            self._round(prev, nxt, None, bins, d2)
+            self._round(prev, nxt, None, bins, dist)
             self._cnt += 1
             self._next = self._base + self._cnt * self._period
             self._next_max += self._period
@@ -298,13 +305,19 @@ class EspNowEmulator(PlannedSteps):
             due = nxt < now
             if not due.any():
                 break
-            self._round(prev, nxt, due, bins, d2)
+            self._round(prev, nxt, due, bins, dist)
             self._cnt += due
             nxt = self._next = self._base + self._cnt * self._period
         self._next_max = float(nxt.max()) if len(nxt) else math.inf
 
+    def _write_content(self, content: np.ndarray, prev: np.ndarray, k: int) -> None:
+        """A round's message content: the samples plus block ``k``'s noise, heading wrapped."""
+        np.add(prev, self._noise_blk[k], out=content)
+        heading = content[HEADING]
+        np.remainder(heading, 360.0, out=heading)
+
     def _round(self, prev: np.ndarray, t_send: np.ndarray, due: np.ndarray | None,
-               bins: np.ndarray, d2: np.ndarray) -> None:
+               bins: np.ndarray, dist: np.ndarray) -> None:
         """One broadcast opportunity per vehicle (``due`` None: all): sample, lose, delay."""
         k = self._blk_i
         if k == self._blk_n:
@@ -315,8 +328,7 @@ class EspNowEmulator(PlannedSteps):
         self._round_no += 1
         # Content once per sender, into this round's ring block; a sender that is not due
         # writes a block that no link refers to.
-        content = self._ring[j]
-        np.add(prev, self._noise_blk[k], out=content)  # heading is wrapped by the views
+        self._write_content(self._ring[j], prev, k)
         # Loss: one Gilbert-Elliott step per link that sends (the first from the stationary
         # distribution of its bin).
         m = self._model
@@ -337,7 +349,7 @@ class EspNowEmulator(PlannedSteps):
         if self.relay_hops:
             deliv = self._relay(k, bins, deliv, new)
         if self._record:
-            self._log_round(deliv, new, t_send, due, d2)
+            self._log_round(deliv, new, t_send, due, dist)
         np.copyto(self._b, self._a, where=deliv)
         np.copyto(self._a, new, where=deliv)
         self._n_deliv += int(np.count_nonzero(deliv))
@@ -365,11 +377,12 @@ class EspNowEmulator(PlannedSteps):
         return deliv
 
     def _log_round(self, deliv: np.ndarray, new: np.ndarray, t_send: np.ndarray,
-                   due: np.ndarray | None, d2: np.ndarray) -> None:
+                   due: np.ndarray | None, dist: np.ndarray) -> None:
         r, s = np.nonzero(self._link_ok if due is None else self._link_ok & due)
+        dist = dist.reshape(self._link_ok.shape)
         self._log.append((self._rows[r], s, t_send[s], deliv[r, s],
                           np.where(deliv[r, s], new[ARRIVAL][r, s], np.inf), new[HOPS][r, s],
-                          np.sqrt(d2[r, s])))
+                          dist[r, s]))
 
     # ------------------------------------------------------------------ outputs
     def view(self, receiver_id: str) -> ReceivedMessages:
@@ -387,7 +400,6 @@ class EspNowEmulator(PlannedSteps):
         idx = ok[row].nonzero()[0]
         m = v[row][idx].T
         c = self._ring_flat[m[SLOT].astype(np.intp) + self._field_off]  # [field, sender]
-        np.remainder(c[HEADING], 360.0, out=c[HEADING])
         send = m[SEND]
         hops = m[HOPS].astype(np.int64) if self.relay_hops else self._one_hop[:len(idx)]
         # positional: this runs every step (field order of ReceivedMessages)
@@ -410,9 +422,11 @@ class EspNowEmulator(PlannedSteps):
         if not self._ready:
             return {"steps": 0, "sent": 0, "delivered": 0, "lost": 0, "relayed": 0,
                     "pdr": float("nan")}
-        sent, deliv = self._n_sent, self._n_deliv
+        steps, sent, deliv = self._planned_counts()
+        sent += self._n_sent
+        deliv += self._n_deliv
         return {
-            "steps": self._steps,
+            "steps": self._steps + steps,
             "sent": sent,
             "delivered": deliv,
             "lost": max(sent - deliv, 0),

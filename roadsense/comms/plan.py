@@ -1,14 +1,15 @@
 """The emulator's planned fast path: many steps of link outcomes computed at once.
 
 With one broadcast per vehicle per step (period == step length), latency below a step, no
-relay, and unchanged vehicles and distance bins, nothing a receiver sees depends on the
+relay, unchanged vehicles and known distance bins, nothing a receiver sees depends on the
 vehicle states except the message content: which packets are lost (Gilbert-Elliott), when
 they arrive and which one each link shows at each step follow from the pre-drawn randomness
-alone. A plan computes that for up to `PLAN_MAX_STEPS` steps in a few whole-array operations;
-a planned step then only writes the content and checks that the distance bins still hold, and
-a view is a few slices. Plans consume exactly the randomness the step-by-step path would, and
-hand their state back to it (`_leave_plan`), so results are bit-identical either way
-(tests/test_comms_emulator.py checks it).
+alone. A plan computes that for up to `PLAN_MAX_STEPS` steps in a few whole-array operations,
+with each round's distance bins predicted from the vehicles' last motion; a planned step then
+only writes the content and checks that the actual bins are the predicted ones (else the
+plan ends there), and a view is a few slices. Plans consume exactly the randomness the
+step-by-step path would, and hand their state back to it (`_leave_plan`), so results are
+bit-identical either way (tests/test_comms_emulator.py checks it).
 
 `PlannedSteps` is a mixin of `EspNowEmulator`: it reads and writes the emulator's episode
 state (documented there) and holds no other reference.
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roadsense.comms.messages import ARRIVAL, HEADING, SEND, SLOT, ReceivedMessages
+from roadsense.comms.messages import ARRIVAL, SEND, SLOT, ReceivedMessages
 
-PLAN_MAX_STEPS = 256  # most steps computed ahead
+PLAN_MAX_STEPS = 512  # most steps computed ahead (one random block for small convoys)
 PLAN_MIN_STEPS = 16  # fewest, after plans kept breaking (distance bins changing often)
 PLAN_MAX_LINKS = 512  # beyond this, per-call overhead no longer dominates: step by step
 
@@ -44,7 +45,8 @@ class Plan:
 
     h: int
     q: list[float]  # the step times it is valid for
-    bins_key: bytes  # the distance bins it assumed
+    bins_key: bytes  # the distance bins it assumed, round after round
+    key_len: int  # bytes of one round's bins in bins_key
     k0: int  # random-block index of its first round
     g0: int  # round number of its first round
     cnt0: np.ndarray  # broadcasts per vehicle before its first round
@@ -54,7 +56,7 @@ class Plan:
     deliv: np.ndarray  # (h, rows, n)
     vis: np.ndarray  # (h, rows, n, 4) the record each link shows at each step
     ok: np.ndarray  # (h, rows, n) whether it is shown (arrived and not stale)
-    dcount: list[int]  # deliveries per round
+    dsum: list[int]  # deliveries in the plan's first i rounds, i = 0..h
     rows: dict[int, RowPlan] = field(default_factory=dict)  # built on a receiver's first view
     i: int = 0  # steps consumed
 
@@ -64,61 +66,72 @@ class PlannedSteps:
 
     def _fast_step(self, now: float, ids: list[str], x, y, speed, accel, heading_deg,
                    yaw_rate) -> bool:
-        """Take one planned step if the plan holds; False: the caller steps normally."""
+        """Take one planned step if the plan holds; False: the caller steps normally.
+
+        Only what a view needs is updated here; counters and the step-by-step state catch up
+        when the plan is left (`_leave_plan`, `_planned_counts`).
+        """
         plan = self._plan
-        if not (plan.i < plan.h and type(ids) is type(self._ids) and ids == self._ids
-                and self._identity and abs(now - plan.q[plan.i]) <= 1e-6):
+        i = plan.i
+        if not (i < plan.h and abs(now - plan.q[i]) <= 1e-6 and type(ids) is type(self._ids)
+                and ids == self._ids):
             return False
         state = np.array((x, y, speed, accel, heading_deg, yaw_rate), dtype=np.float64)
-        if state.shape != self._prev.shape:
-            return False  # the step-by-step path explains the problem
         prev = self._prev
-        pos = prev[:2]
-        if self._r1 is not None:
-            dxy = pos - pos[:, self._r1]
-        else:
-            dxy = pos[:, None, :] - pos[:, self._row_sel, None]
-        np.square(dxy, out=dxy)
-        d2 = dxy[0] + dxy[1]
-        if self._model.edges2.searchsorted(d2, side="right").tobytes() != plan.bins_key:
+        if state.shape != prev.shape:
+            return False  # the step-by-step path explains the problem
+        dist = self._distances(prev[:2])
+        key = self._model.edges.searchsorted(dist, "right").tobytes()
+        if key != plan.bins_key[i * plan.key_len:(i + 1) * plan.key_len]:
             return False
-        i = plan.i
-        k = plan.k0 + i
-        content = self._ring[(plan.g0 + i) % self._depth]
-        np.add(prev, self._noise_blk[k], out=content)  # heading is wrapped by the views
-        self._n_sent += self._n_link_ok
-        self._n_deliv += plan.dcount[i]
-        self._vstep = i
-        self._vis = None
+        self._write_content(self._ring[(plan.g0 + i) % self._depth], prev, plan.k0 + i)
         plan.i = i + 1
-        self._blk_i = k + 1
-        self._round_no += 1
-        self._next_max += self._period
+        self._vstep = i
         self._prev = state
         self._prev_t = self._now = now
-        self._steps += 1
         if self._record:
             self._log_round(plan.deliv[i], plan.rec[i].transpose(2, 0, 1),
-                            plan.rec[i, 0, :, SEND], None, d2.reshape(self._link_ok.shape))
+                            plan.rec[i, 0, :, SEND], None, dist)
         return True
 
-    def _try_plan(self, now: float, dt: float, bins: np.ndarray) -> bool:
+    def _planned_counts(self) -> tuple[int, int, int]:
+        """Steps, link packets sent and delivered by the current plan, not yet counted."""
+        plan = self._plan
+        if plan is None:
+            return 0, 0, 0
+        return plan.i, plan.i * self._n_link_ok, plan.dsum[plan.i]
+
+    def _try_plan(self, now: float, dt: float, bins: np.ndarray, prev: np.ndarray,
+                  cur: np.ndarray) -> bool:
         """Start a plan at this step when the fast path's conditions hold."""
         if (not self.plan_steps or self.relay_hops or self._steps == 0 or not self._identity
                 or self._link_ok.size > PLAN_MAX_LINKS or abs(dt - self._period) > 1e-6
                 or self._lat_max >= dt or self._next_max >= now):
             return False
-        self._build_plan(now, dt, bins)
+        self._build_plan(now, dt, bins, prev, cur)
         return True
 
-    def _build_plan(self, now: float, dt: float, bins: np.ndarray) -> None:
+    def _predict_bins(self, h: int, bins: np.ndarray, prev: np.ndarray, cur: np.ndarray
+                      ) -> np.ndarray:
+        """Distance bins of the next ``h`` rounds, (h, rows, n): this round's ``bins``, then from
+        positions extrapolated from the last two samples. A plan holds while the actual bins
+        match; a wrong guess only ends it early (vehicles moving steadily keep plans long)."""
+        steps = np.arange(-1.0, h - 1.0)
+        pos = cur[:2, None, :] + steps[:, None] * (cur[:2] - prev[:2])[:, None, :]  # (2, h, n)
+        pred = self._model.edges.searchsorted(self._distances(pos), "right")
+        pred[0] = bins
+        return pred.reshape(h, *self._link_ok.shape)
+
+    def _build_plan(self, now: float, dt: float, bins: np.ndarray, prev: np.ndarray,
+                    cur: np.ndarray) -> None:
+        """Plan from this step on: ``bins`` of this round, ``prev``/``cur`` the last samples."""
         k = self._blk_i
         if k == self._blk_n:
             self._refill()
             k = 0
         h = max(1, min(self._plan_h, self._blk_n - k))
+        bins = self._predict_bins(h, bins, prev, cur)
         nr, n = self._link_ok.shape
-        rr, ss = self._rr, self._ss
         steps = np.arange(h)
         idx = steps[:, None, None]
         q = now + steps * dt
@@ -129,10 +142,13 @@ class PlannedSteps:
         # good) or keeps it, so the state is the last fixing draw's, else the starting state.
         u = self._u_blk[k:k + h]
         table = self._model.table
-        if_good = u < table[bins, 0]
-        fixed = if_good == (u < table[bins, 1])
+        if_good = u < table[:, 0].take(bins)
+        fixed = if_good == (u < table[:, 1].take(bins))
         last_fix = np.maximum.accumulate(np.where(fixed, idx, -1), axis=0)
-        bad = np.where(last_fix >= 0, if_good[last_fix, rr, ss], self._bad.astype(bool))
+        # gathers along time as flat takes: much cheaper than [t, rr, ss] fancy indexing
+        link = self._link_idx
+        bad = np.where(last_fix >= 0, if_good.reshape(-1).take(last_fix * link.size + link),
+                       self._bad.astype(bool))
         deliv = self._link_ok > bad
         rec = np.empty((h + 1, nr, n, 4))
         rounds = (self._round_no + steps) % self._depth
@@ -144,20 +160,27 @@ class PlannedSteps:
         last = np.maximum.accumulate(np.where(deliv, idx, -1), axis=0)
         before = np.concatenate((np.full((1, nr, n), -1), last[:-1]))
         shown = np.where(deliv & (rec[:h, :, :, ARRIVAL] <= qq), idx, before)
-        vis = rec[shown, rr, ss]  # (h, nr, n, 4)
+        vis = rec.reshape(-1, 4).take(shown % (h + 1) * link.size + link, axis=0)  # (h, nr, n, 4)
         ok = (vis[..., ARRIVAL] <= qq) & (vis[..., SEND] >= qq - self._model.stale_s)
-        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), k0=k,
+        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), key_len=bins[0].nbytes,
+                          k0=k,
                           g0=self._round_no, cnt0=self._cnt.copy(), rec=rec, last=last,
                           bad=bad, deliv=deliv, vis=vis, ok=ok,
-                          dcount=np.count_nonzero(deliv, axis=(1, 2)).tolist())
+                          dsum=[0, *np.cumsum(np.count_nonzero(deliv, axis=(1, 2))).tolist()])
 
     def _leave_plan(self) -> None:
         """Hand a plan's state at its current step back to the step-by-step path."""
         plan = self._plan
         if plan is None:
             return
+        steps, sent, delivered = self._planned_counts()
         self._plan = None
         i = plan.i
+        self._steps += steps
+        self._n_sent += sent
+        self._n_deliv += delivered
+        self._blk_i = plan.k0 + i
+        self._round_no = plan.g0 + i
         # Adapt the horizon: a plan that broke early wasted its tail, one that ran out was cheap.
         if i < plan.h:
             self._plan_h = min(self.plan_steps, max(PLAN_MIN_STEPS, min(self._plan_h, 2 * i)))
@@ -187,8 +210,7 @@ class PlannedSteps:
                 arrival=rec[:, ARRIVAL].copy(),
                 gather=rec[:, SLOT].astype(np.intp)[None, :] + self._field_off)
         a, b = rp.offsets[i], rp.offsets[i + 1]
-        c = self._ring_flat[rp.gather[:, a:b]]
-        np.remainder(c[HEADING], 360.0, out=c[HEADING])
+        c = self._ring_flat.take(rp.gather[:, a:b])  # take: cheaper than [] on small arrays
         send = rp.send[a:b]
         # positional: this runs every step (field order of ReceivedMessages)
         return ReceivedMessages(rp.sender[a:b], c[0], c[1], c[2], c[3], c[4], c[5], send,

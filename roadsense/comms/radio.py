@@ -100,7 +100,7 @@ def effective_params(
 class LinkModel:
     """What a step computes with, for one episode's effective parameters."""
 
-    edges2: np.ndarray  # squared upper edges of the distance bins (last: maximum range)
+    edges: np.ndarray  # upper edges of the distance bins, metres (last: maximum range)
     table: np.ndarray  # [bin, state now (0 good, 1 bad)] -> P(next packet is lost)
     stationary_loss: np.ndarray  # per bin; the last bin is "beyond range": 1.0
     noise_std: np.ndarray  # (6,) x, y, speed, accel, heading, yaw rate
@@ -128,7 +128,7 @@ class LinkModel:
         std = eff["position_std_m"]
         ns = p.noise_std
         return cls(
-            edges2=np.array(edges) ** 2,
+            edges=np.array(edges, dtype=np.float64),
             table=table,
             stationary_loss=np.array([*losses, 1.0]),
             noise_std=np.array([std, std, ns["speed_std_mps"], ns["accel_std_mps2"],
