@@ -29,10 +29,10 @@ def test_braking_without_reason_is_penalised_only_when_safe() -> None:
 
 
 def test_starting_to_brake_without_a_hazard_costs_once_per_onset() -> None:
-    r = RewardTracker(RewardWeights(), 8.0)
+    r = RewardTracker(RewardWeights(false_brake_onset=1.0), 8.0)
     for brake in (0.5, 0.6, 0.0, 0.3):  # two onsets, the second one after a release
         r.step(brake=brake, ttc_s=1.0, collision=False, justified=False)
     assert r.terms["false_brake_onset"] == pytest.approx(-2.0)  # an unsafe gap is no excuse
-    hazard = RewardTracker(RewardWeights(), 8.0)
+    hazard = RewardTracker(RewardWeights(false_brake_onset=1.0), 8.0)
     hazard.step(brake=0.5, ttc_s=float("inf"), collision=False, justified=True, warned=True)
     assert hazard.terms["false_brake_onset"] == 0.0
