@@ -1,21 +1,24 @@
 """Training-side throughput: RLlib sampling scaling and overhead, Deep Sets ragged vs padded.
 
 Rows (all measured in this run):
-- sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores);
-- sampling env steps/s of one env runner vs a plain ``env.step`` loop in one process
-  (target >= 0.7x: RLlib's overhead, module inference included, at most 30%);
 - Deep Sets forward+backward on a ragged batch of 4,096 samples (packed rows, index_add /
   scatter_reduce) vs a padded-to-maximum implementation of the same network and weights
-  (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower).
+  (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower);
+- for each sampling loop, RLlib's own (`RoadSenseEnvRunner`) and the lean one
+  (`LeanEnvRunner`, ``build_config(lean_sampling=True)``):
+  - sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores);
+  - sampling env steps/s of one env runner vs a plain loop stepping the same vector env
+    with constant actions (target >= 0.7x: RLlib's overhead, module inference included, at
+    most 30%), with 1 sub-env and with 4 (the first on libsumo, the others on traci, as
+    `roadsense train` runs them). The plain loops run in a Ray worker, as the env runners do:
+    Ray starts its workers at nice 15, so a loop in the driver would win any contended core.
 
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
-steps cost what SUMO costs; the toy ragged env also works). A third row samples one runner
-with 4 envs (the first on libsumo, the others on traci), as `roadsense train` does.
+steps cost what SUMO costs; the toy ragged env also works).
 
-Known limit: RLlib's env runner spends ~0.7-1.2 ms of Python per step with one sub-env
-(connectors, episode bookkeeping, metrics, a batch-1 forward pass), so the overhead row only
-reaches 0.7x for envs slower than ~2 ms/step, or with several sub-envs per runner sharing one
-forward pass (the toy env: ~900 steps/s with 1 sub-env, ~4,500 with 8).
+Known limit: with one sub-env the policy's batch-1 forward pass and action sampling alone
+(~0.15 ms of torch calls) cost about as much as a libsumo ConvoyEnv step (~0.15 ms), so the
+1-env row cannot reach 0.7x with either loop; several sub-envs per runner share one forward.
 """
 
 from __future__ import annotations
@@ -176,8 +179,6 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     steps, rounds = (500, 2) if quick else (2000, 3)
-    plain = _plain_loop_steps_per_s(env_id, env_kwargs, 1, steps)
-    plain_vec = _plain_loop_steps_per_s(env_id, env_kwargs, 4, steps)
     tmp = tempfile.mkdtemp(prefix="rs_ray_", dir="/tmp")
     # 3 logical CPUs: two runners plus the driver; the physical cores are what is measured.
     ray.init(num_cpus=3, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
@@ -185,6 +186,11 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
     name = env_id.split("/")[-1]
     rows = []
     try:
+        # The plain loops run in a Ray worker too: Ray runs its workers (and the SUMOs they
+        # start) at nice 15, so a loop in this process would win every contended core.
+        plain_loop = ray.remote(num_cpus=1)(_plain_loop_steps_per_s)
+        plain = ray.get(plain_loop.remote(env_id, env_kwargs, 1, steps))
+        plain_vec = ray.get(plain_loop.remote(env_id, env_kwargs, 4, steps))
         for lean, loop in ((False, "RLlib loop"), (True, "lean loop")):
             one = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, lean=lean)
             two = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds, lean=lean)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import _descendants
+from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 
 from rllib_configs.ppo_convoy import build_config
-from roadsense.rllib import LeanEnvRunner, RoadSenseEnvRunner, pack_observations
+from roadsense.rllib import LeanEnvRunner, RaggedObsToModule, RoadSenseEnvRunner, pack_observations
 from roadsense.rllib.toy_env import PEER_DIM, TOY_ENV_ID
 
 SMALL_MODEL = {"phi_hidden": (32, 32), "rho_hidden": (32,)}
@@ -193,3 +194,19 @@ def test_a_killed_sumo_cuts_its_episode_and_sampling_goes_on(ray_local: None) ->
         assert all(e.is_done or len(e) > 0 for e in episodes)
     finally:
         algo.stop()
+
+
+class _Passthrough(ConnectorV2):
+    """A custom env-to-module piece: the lean loop would skip it, so it must refuse it."""
+
+    def __call__(self, *, batch: dict, **kwargs) -> dict:
+        return batch
+
+
+@pytest.mark.timeout(120)
+def test_lean_runner_refuses_a_pipeline_it_would_bypass(ray_local: None) -> None:
+    config = build_config(lean_sampling=True, **TOY).env_runners(
+        env_to_module_connector=lambda env=None, spaces=None, device=None: [
+            RaggedObsToModule(), _Passthrough()])
+    with pytest.raises(Exception, match="LeanEnvRunner only reproduces"):
+        config.build_algo()

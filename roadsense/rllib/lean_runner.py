@@ -20,9 +20,10 @@ direct calls per vector step:
    next, `prev_episode_chunks`, the sampled-step and episode metrics.
 
 Dropped on purpose: the env-to-module and module-to-env connector pipelines are not called
-while sampling (custom pieces added to them would be bypassed; only the initial reset still
-goes through the env-to-module pipeline), and the per-step ``rlmodule_inference_timer``,
-connector timers and ``env_step_timer`` metrics are not logged.
+while sampling (only resets still go through the env-to-module pipeline), so the runner
+refuses to start unless they hold exactly the pieces it reproduces (`LEAN_ENV_TO_MODULE`,
+`LEAN_MODULE_TO_ENV`: ours and RLlib's defaults) and the module is stateless; and the
+per-step ``rlmodule_inference_timer`` and connector timer metrics are not logged.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.rllib.connectors.env_to_module import (
+    AddObservationsFromEpisodesToBatch,
+    AddStatesFromEpisodesToBatch,
+    AddTimeDimToBatchAndZeroPad,
+    BatchIndividualItems,
+    NumpyToTensor,
+)
+from ray.rllib.connectors.module_to_env import (
+    GetActions,
+    ListifyDataForVectorEnv,
+    NormalizeAndClipActions,
+    RemoveSingleTsTimeRankFromBatch,
+    TensorToNumpy,
+    UnBatchToIndividualItems,
+)
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
@@ -42,8 +58,18 @@ from ray.rllib.utils.spaces.space_utils import (
     unsquash_action,
 )
 
-from roadsense.rllib.connectors import pack_observations, peer_dim_of
+from roadsense.errors import ConfigError
+from roadsense.rllib.connectors import RaggedObsToModule, pack_observations, peer_dim_of
 from roadsense.rllib.env_runner import RoadSenseEnvRunner
+
+LEAN_ENV_TO_MODULE = (RaggedObsToModule, AddObservationsFromEpisodesToBatch,
+                      AddTimeDimToBatchAndZeroPad, AddStatesFromEpisodesToBatch,
+                      BatchIndividualItems, NumpyToTensor)
+"""The env-to-module pipeline whose work `LeanEnvRunner` does itself (for a stateless module)."""
+LEAN_MODULE_TO_ENV = (GetActions, TensorToNumpy, UnBatchToIndividualItems,
+                      RemoveSingleTsTimeRankFromBatch, NormalizeAndClipActions,
+                      ListifyDataForVectorEnv)
+"""RLlib's default module-to-env pipeline (single agent), which `LeanEnvRunner` reproduces."""
 
 
 class LeanEnvRunner(RoadSenseEnvRunner):
@@ -51,6 +77,16 @@ class LeanEnvRunner(RoadSenseEnvRunner):
 
     def __init__(self, *, config: Any, **kwargs: Any):
         super().__init__(config=config, **kwargs)
+        pieces = (tuple(type(c) for c in self._env_to_module.connectors),
+                  tuple(type(c) for c in self._module_to_env.connectors))
+        if pieces != (LEAN_ENV_TO_MODULE, LEAN_MODULE_TO_ENV) or self.module.is_stateful():
+            raise ConfigError(
+                "LeanEnvRunner only reproduces a stateless module behind the pipelines "
+                f"{[c.__name__ for c in LEAN_ENV_TO_MODULE]} and "
+                f"{[c.__name__ for c in LEAN_MODULE_TO_ENV]}; got "
+                f"{[[c.__name__ for c in p] for p in pieces]}",
+                fix="sample with RLlib's loop (build_config(lean_sampling=False))",
+            )
         self._latest_obs: list[Any] = []
         """Each sub-env's latest observation: the input of the next forward pass."""
 
