@@ -16,9 +16,10 @@ Rows (all measured in this run):
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
 steps cost what SUMO costs; the toy ragged env also works).
 
-Known limit: with one sub-env the policy's batch-1 forward pass and action sampling alone
-(~0.15 ms of torch calls) cost about as much as a libsumo ConvoyEnv step (~0.15 ms), so the
-1-env row cannot reach 0.7x with either loop; several sub-envs per runner share one forward.
+Known limit: the policy's forward pass and action sampling (~0.15 ms of torch calls at batch
+1-4, ~0.3-0.5 ms once SUMO steps in between evict the caches, which also slows the env steps)
+cost more than a libsumo ConvoyEnv step (~0.15 ms), so the 1-env row cannot reach 0.7x with
+either loop; the lean loop's own bookkeeping is below 0.1 ms per vector step.
 """
 
 from __future__ import annotations
