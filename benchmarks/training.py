@@ -1,21 +1,25 @@
 """Training-side throughput: RLlib sampling scaling and overhead, Deep Sets ragged vs padded.
 
 Rows (all measured in this run):
-- sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores);
-- sampling env steps/s of one env runner vs a plain ``env.step`` loop in one process
-  (target >= 0.7x: RLlib's overhead, module inference included, at most 30%);
 - Deep Sets forward+backward on a ragged batch of 4,096 samples (packed rows, index_add /
   scatter_reduce) vs a padded-to-maximum implementation of the same network and weights
-  (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower).
+  (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower);
+- for each sampling loop, RLlib's own (`RoadSenseEnvRunner`) and the lean one
+  (`LeanEnvRunner`, ``build_config(lean_sampling=True)``):
+  - sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores);
+  - sampling env steps/s of one env runner vs a plain loop stepping the same vector env
+    with constant actions (target >= 0.7x: RLlib's overhead, module inference included, at
+    most 30%), with 1 sub-env and with 4 (the first on libsumo, the others on traci, as
+    `roadsense train` runs them). The plain loops run in a Ray worker, as the env runners do:
+    Ray starts its workers at nice 15, so a loop in the driver would win any contended core.
 
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
-steps cost what SUMO costs; the toy ragged env also works). A third row samples one runner
-with 4 envs (the first on libsumo, the others on traci), as `roadsense train` does.
+steps cost what SUMO costs; the toy ragged env also works).
 
-Known limit: RLlib's env runner spends ~0.7-1.2 ms of Python per step with one sub-env
-(connectors, episode bookkeeping, metrics, a batch-1 forward pass), so the overhead row only
-reaches 0.7x for envs slower than ~2 ms/step, or with several sub-envs per runner sharing one
-forward pass (the toy env: ~900 steps/s with 1 sub-env, ~4,500 with 8).
+Known limit: the policy's forward pass and action sampling (~0.15 ms of torch calls at batch
+1-4, ~0.3-0.5 ms once SUMO steps in between evict the caches, which also slows the env steps)
+cost more than a libsumo ConvoyEnv step (~0.15 ms), so the 1-env row cannot reach 0.7x with
+either loop; the lean loop's own bookkeeping is below 0.1 ms per vector step.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import statistics
 import tempfile
 import time
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -109,27 +112,49 @@ def _deepsets_rows(quick: bool) -> list[dict]:
 
 
 # -- RLlib sampling ---------------------------------------------------------------------------
-def _plain_loop_steps_per_s(env_id: str, env_kwargs: dict, steps: int) -> float:
-    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
-    action = np.zeros(env.action_space.shape, np.float32)
-    env.reset(seed=0)
-    started = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(action)
-        if term or trunc:
-            env.reset()
-    rate = steps / (time.perf_counter() - started)
-    env.close()
-    return rate
+def _plain_loop_steps_per_s(env_id: str, env_kwargs: dict, envs: int, steps: int) -> float:
+    """A plain loop over the vector env one env runner (worker 1) builds: the same sub-envs
+    (for ConvoyEnv the first on libsumo, the others on traci), constant actions, no RLlib."""
+    from roadsense.rllib.vector_env import (
+        EnvIdentity,
+        make_ragged_vector_env,
+        reset_identity,
+        set_identity,
+    )
+
+    token = set_identity(EnvIdentity(worker_index=1))
+    try:
+        env = make_ragged_vector_env({"env_id": env_id, "env_kwargs": env_kwargs,
+                                      "num_envs": envs, "identity_kwarg": _identity_kwarg(env_id)})
+    finally:
+        reset_identity(token)
+    actions = np.zeros((envs, *env.single_action_space.shape), np.float32)
+    try:
+        env.reset()
+        resetting = np.zeros(envs, bool)
+        stepped = 0
+        started = time.perf_counter()
+        while stepped < steps:
+            # A sub-env done last step resets on this one (next-step autoreset): not a step.
+            stepped += int(envs - resetting.sum())
+            _, _, term, trunc, _ = env.step(actions)
+            resetting = term | trunc
+        return stepped / (time.perf_counter() - started)
+    finally:
+        env.close()
+
+
+def _identity_kwarg(env_id: str) -> str | None:
+    return "identity" if env_id == CONVOY else None
 
 
 def _sampling_steps_per_s(env_id: str, env_kwargs: dict, runners: int, steps: int,
-                          rounds: int, envs: int = 1) -> float:
+                          rounds: int, envs: int = 1, lean: bool = False) -> float:
     from rllib_configs.ppo_convoy import build_config
 
     config = build_config(env_id=env_id, env_kwargs=env_kwargs, num_env_runners=runners,
-                          num_envs_per_env_runner=envs,
-                          identity_kwarg="identity" if env_id == CONVOY else None)
+                          num_envs_per_env_runner=envs, identity_kwarg=_identity_kwarg(env_id),
+                          lean_sampling=lean)
     algo = config.build_algo()
     try:
         group = algo.env_runner_group
@@ -155,27 +180,35 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     steps, rounds = (500, 2) if quick else (2000, 3)
-    plain = _plain_loop_steps_per_s(env_id, env_kwargs, steps)
     tmp = tempfile.mkdtemp(prefix="rs_ray_", dir="/tmp")
     # 3 logical CPUs: two runners plus the driver; the physical cores are what is measured.
     ray.init(num_cpus=3, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
              logging_level=logging.WARNING)
+    name = env_id.split("/")[-1]
+    rows = []
     try:
-        one = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds)
-        two = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds)
-        vec = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, envs=4)
+        # The plain loops run in a Ray worker too: Ray runs its workers (and the SUMOs they
+        # start) at nice 15, so a loop in this process would win every contended core.
+        plain_loop = ray.remote(num_cpus=1)(_plain_loop_steps_per_s)
+        plain = ray.get(plain_loop.remote(env_id, env_kwargs, 1, steps))
+        plain_vec = ray.get(plain_loop.remote(env_id, env_kwargs, 4, steps))
+        for lean, loop in ((False, "RLlib loop"), (True, "lean loop")):
+            one = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, lean=lean)
+            two = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds, lean=lean)
+            vec = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, envs=4, lean=lean)
+            rows += [
+                _row(f"sampling steps/s, 2 env runners vs 1 ({name}, {loop})", two, one,
+                     two / one, ">= 1.7x", two / one >= 1.7, "steps/s"),
+                _row(f"sampling steps/s, 1 env runner vs plain env loop ({name}, {loop})", one,
+                     plain, one / plain, ">= 0.7x", one / plain >= 0.7, "steps/s"),
+                _row(f"sampling steps/s, 1 env runner x 4 envs vs plain loop over the same 4 "
+                     f"({name}, {loop})", vec, plain_vec, vec / plain_vec, ">= 0.7x",
+                     vec / plain_vec >= 0.7, "steps/s"),
+            ]
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    name = env_id.split("/")[-1]
-    return [
-        _row(f"sampling steps/s, 2 env runners vs 1 ({name})", two, one, two / one,
-             ">= 1.7x", two / one >= 1.7, "steps/s"),
-        _row(f"sampling steps/s, 1 env runner vs plain env loop ({name})", one, plain,
-             one / plain, ">= 0.7x", one / plain >= 0.7, "steps/s"),
-        _row(f"sampling steps/s, 1 env runner x 4 envs vs plain env loop ({name})", vec, plain,
-             vec / plain, ">= 0.7x", vec / plain >= 0.7, "steps/s"),
-    ]
+    return rows
 
 
 CONVOY = "roadsense/Convoy-v0"

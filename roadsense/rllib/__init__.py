@@ -11,6 +11,7 @@ from roadsense.rllib.connectors import (
     pad_observations,
 )
 from roadsense.rllib.env_runner import RoadSenseEnvRunner, collect_seed_records
+from roadsense.rllib.lean_runner import LeanEnvRunner
 from roadsense.rllib.module import DeepSetsRLModule
 from roadsense.rllib.vector_env import (
     VECTOR_ENV_NAME,
@@ -24,6 +25,7 @@ __all__ = [
     "VECTOR_ENV_NAME",
     "DeepSetsRLModule",
     "EnvIdentity",
+    "LeanEnvRunner",
     "RaggedObsToLearner",
     "RaggedObsToModule",
     "RaggedVectorEnv",

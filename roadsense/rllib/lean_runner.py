@@ -1,0 +1,216 @@
+"""`LeanEnvRunner`: `RoadSenseEnvRunner` with a sampling loop that skips RLlib's connectors.
+
+RLlib's `SingleAgentEnvRunner._sample` spends ~1 ms of Python per vector step in its
+env-to-module and module-to-env connector pipelines, metrics timers and space-generic
+(un)batching, while one ConvoyEnv step costs ~0.1-0.3 ms. For our fixed pipeline (one
+`RaggedObsToModule` piece, RLlib's default module-to-env pieces) the same work fits in a few
+direct calls per vector step:
+
+1. pack the N latest observations (`pack_observations`, as `RaggedObsToModule` does);
+2. one forward pass under `torch.inference_mode()` (`forward_exploration` with RLlib's ``t``,
+   or `forward_inference`), then, as RLlib's `GetActions`: the action distribution of the
+   module's exploration (inference) class, a sample (the deterministic one when not
+   exploring) and its logp;
+3. the env gets the actions unsquashed (``normalize_actions``) or clipped (``clip_actions``)
+   as `NormalizeAndClipActions` does; the episode keeps the raw sampled action, with
+   ``action_dist_inputs``, ``action_logp`` (and any other module output) and
+   ``weights_seq_no`` as extra model outputs, the same types RLlib stores;
+4. the episode bookkeeping of RLlib's loop, unchanged: next-step autoreset, ``on_episode_*``
+   callbacks with RLlib's arguments, chunks cut at the end of a call and continued by the
+   next, `prev_episode_chunks`, the sampled-step and episode metrics.
+
+Dropped on purpose: the env-to-module and module-to-env connector pipelines are not called
+while sampling (only resets still go through the env-to-module pipeline), so the runner
+refuses to start unless they hold exactly the pieces it reproduces (`LEAN_ENV_TO_MODULE`,
+`LEAN_MODULE_TO_ENV`: ours and RLlib's defaults) and the module is stateless; and the
+per-step ``rlmodule_inference_timer`` and connector timer metrics are not logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.connectors.env_to_module import (
+    AddObservationsFromEpisodesToBatch,
+    AddStatesFromEpisodesToBatch,
+    AddTimeDimToBatchAndZeroPad,
+    BatchIndividualItems,
+    NumpyToTensor,
+)
+from ray.rllib.connectors.module_to_env import (
+    GetActions,
+    ListifyDataForVectorEnv,
+    NormalizeAndClipActions,
+    RemoveSingleTsTimeRankFromBatch,
+    TensorToNumpy,
+    UnBatchToIndividualItems,
+)
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.env_runner import ENV_STEP_FAILURE
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
+from ray.rllib.utils.spaces.space_utils import (
+    clip_action,
+    get_base_struct_from_space,
+    unbatch,
+    unsquash_action,
+)
+
+from roadsense.errors import ConfigError
+from roadsense.rllib.connectors import RaggedObsToModule, pack_observations, peer_dim_of
+from roadsense.rllib.env_runner import RoadSenseEnvRunner
+
+LEAN_ENV_TO_MODULE = (RaggedObsToModule, AddObservationsFromEpisodesToBatch,
+                      AddTimeDimToBatchAndZeroPad, AddStatesFromEpisodesToBatch,
+                      BatchIndividualItems, NumpyToTensor)
+"""The env-to-module pipeline whose work `LeanEnvRunner` does itself (for a stateless module)."""
+LEAN_MODULE_TO_ENV = (GetActions, TensorToNumpy, UnBatchToIndividualItems,
+                      RemoveSingleTsTimeRankFromBatch, NormalizeAndClipActions,
+                      ListifyDataForVectorEnv)
+"""RLlib's default module-to-env pipeline (single agent), which `LeanEnvRunner` reproduces."""
+
+
+class LeanEnvRunner(RoadSenseEnvRunner):
+    """`RoadSenseEnvRunner` whose `_sample` loop calls the module directly (module doc)."""
+
+    def __init__(self, *, config: Any, **kwargs: Any):
+        super().__init__(config=config, **kwargs)
+        pieces = (tuple(type(c) for c in self._env_to_module.connectors),
+                  tuple(type(c) for c in self._module_to_env.connectors))
+        if pieces != (LEAN_ENV_TO_MODULE, LEAN_MODULE_TO_ENV) or self.module.is_stateful():
+            raise ConfigError(
+                "LeanEnvRunner only reproduces a stateless module behind the pipelines "
+                f"{[c.__name__ for c in LEAN_ENV_TO_MODULE]} and "
+                f"{[c.__name__ for c in LEAN_MODULE_TO_ENV]}; got "
+                f"{[[c.__name__ for c in p] for p in pieces]}",
+                fix="sample with RLlib's loop (build_config(lean_sampling=False))",
+            )
+        self._latest_obs: list[Any] = []
+        """Each sub-env's latest observation: the input of the next forward pass."""
+
+    def _reset_envs_and_episodes(self, explore: bool) -> None:
+        super()._reset_envs_and_episodes(explore)
+        self._cached_to_module = None  # RLlib's cached module input; this loop does not use it
+        self._latest_obs = [e.get_observations(-1) for e in self._ongoing_episodes]
+
+    def _compute_actions(
+        self, explore: bool, t: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(actions for the episodes, actions for the env, extra model outputs), batched."""
+        packed = pack_observations(self._latest_obs, peer_dim_of(self.env.single_observation_space))
+        obs = {k: torch.from_numpy(v).to(self._device) for k, v in packed.items()}
+        module = self.module
+        with torch.inference_mode():
+            if explore:
+                out = module.forward_exploration({Columns.OBS: obs}, t=t)
+                dist_cls = module.get_exploration_action_dist_cls()
+            else:
+                out = module.forward_inference({Columns.OBS: obs})
+                dist_cls = module.get_inference_action_dist_cls()
+            dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS])
+            if not explore:
+                dist = dist.to_deterministic()
+            actions = dist.sample()
+            logp = dist.logp(actions)
+        extra = {k: v.cpu().numpy() for k, v in out.items()}
+        extra[Columns.ACTION_LOGP] = logp.cpu().numpy()
+        actions = actions.cpu().numpy()
+        struct = get_base_struct_from_space(self.env.single_action_space)
+        if self.config.normalize_actions:
+            for_env = unsquash_action(actions, struct)
+        elif self.config.clip_actions:
+            for_env = clip_action(actions, struct)
+        else:
+            for_env = actions
+        return actions, for_env, extra
+
+    def _sample(
+        self,
+        *,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool,
+        random_actions: bool = False,
+        force_reset: bool = False,
+    ) -> list[SingleAgentEpisode]:
+        """RLlib's `_sample` (same arguments, episodes and metrics) without the connectors."""
+        ts = 0
+        eps = 0
+        done_episodes: list[SingleAgentEpisode] = []
+        if force_reset or num_episodes is not None or self._needs_initial_reset:
+            self._reset_envs_and_episodes(explore)
+        if num_episodes is not None:
+            self._needs_initial_reset = True
+
+        while (ts < num_timesteps) if num_timesteps is not None else (eps < num_episodes):
+            if random_actions:
+                actions = for_env = self.env.action_space.sample()
+                extra: dict[str, np.ndarray] = {}
+            else:
+                # RLlib's estimate of the global env step count (for exploration schedules).
+                runners = self.config.num_env_runners or 1
+                t = (self.num_env_steps_sampled_lifetime // runners + ts) * runners
+                actions, for_env, extra = self._compute_actions(explore, t)
+            results = self._try_env_step(for_env)
+            if results == ENV_STEP_FAILURE:  # the env was rebuilt: start over, as RLlib does
+                ts = 0
+                self._reset_envs_and_episodes(explore)
+                continue
+            observations, rewards, terminateds, truncateds, infos = results
+            observations = unbatch(observations)
+            episodes = self._ongoing_episodes
+            started = [not e.is_reset for e in episodes]
+            for i, episode in enumerate(episodes):
+                if started[i]:  # next-step autoreset: this step's action was ignored
+                    episode.add_env_reset(observation=observations[i], infos=infos[i])
+                    continue
+                ts += 1
+                extra_i = {k: v[i] for k, v in extra.items()}
+                extra_i[WEIGHTS_SEQ_NO] = self._weights_seq_no
+                episode.add_env_step(
+                    observation=observations[i],
+                    action=actions[i],
+                    reward=rewards[i],
+                    infos=infos[i],
+                    terminated=terminateds[i],
+                    truncated=truncateds[i],
+                    extra_model_outputs=extra_i,
+                )
+            # A finished episode's last observation still feeds the next forward pass; the
+            # env ignores the action it yields (autoreset), as in RLlib's loop.
+            self._latest_obs = observations
+
+            for i in range(self.num_envs):
+                which = "on_episode_start" if started[i] else "on_episode_step"
+                self._make_on_episode_callback(which, i, episodes)
+                if not episodes[i].is_done:
+                    continue
+                eps += 1
+                self._make_on_episode_callback("on_episode_end", i, episodes)
+                done_episodes.append(
+                    episodes[i].to_numpy() if self.episodes_to_numpy else episodes[i]
+                )
+                self._new_episode(i, episodes)
+                if num_episodes is not None and eps >= num_episodes:
+                    break
+
+        self._done_episodes_for_metrics.extend(done_episodes)
+        ongoing_episodes: list[SingleAgentEpisode] = []
+        if num_timesteps is not None:  # cut the ongoing episodes; the next call continues them
+            continuations = [
+                e.cut(len_lookback_buffer=self.config.episode_lookback_horizon)
+                for e in self._ongoing_episodes
+            ]
+            for e in self._ongoing_episodes:
+                if e.t == 0:  # just created: no data to return
+                    continue
+                e.validate()
+                self._ongoing_episodes_for_metrics[e.id_].append(e)
+                ongoing_episodes.append(e.to_numpy() if self.episodes_to_numpy else e)
+            self._ongoing_episodes = continuations
+
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
+        self._increase_sampled_metrics(ts, len(done_episodes))
+        return done_episodes + ongoing_episodes

@@ -1,0 +1,212 @@
+"""`LeanEnvRunner` (the fast sampling loop) against RLlib's own loop, on real Ray and real envs.
+
+The lean loop draws its actions from the same distribution with the same torch RNG as RLlib's
+loop, so under one seed both must produce the very same episodes; the other tests check what
+PPO relies on directly (logp, observation/action alignment, metrics, learning, crashes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import _descendants
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+
+from rllib_configs.ppo_convoy import build_config
+from roadsense.rllib import LeanEnvRunner, RaggedObsToModule, RoadSenseEnvRunner, pack_observations
+from roadsense.rllib.toy_env import PEER_DIM, TOY_ENV_ID
+
+SMALL_MODEL = {"phi_hidden": (32, 32), "rho_hidden": (32,)}
+TOY = dict(env_id=TOY_ENV_ID, num_env_runners=0, model=SMALL_MODEL, seed=3)
+EXTRA_COLUMNS = {Columns.ACTION_DIST_INPUTS, Columns.ACTION_LOGP, "weights_seq_no"}
+
+
+def _sample_rounds(lean: bool, rounds: list[dict], **config) -> list[list]:
+    """Episodes of each `sample(**kwargs)` call in `rounds`, from a fresh algo."""
+    algo = build_config(lean_sampling=lean, **config).build_algo()
+    try:
+        runner = algo.env_runner
+        assert type(runner) is (LeanEnvRunner if lean else RoadSenseEnvRunner)
+        return [runner.sample(**kwargs) for kwargs in rounds]
+    finally:
+        algo.stop()
+
+
+def _assert_same_episode(ours, theirs) -> None:
+    assert (len(ours), ours.t_started, ours.is_terminated, ours.is_truncated) == (
+        len(theirs), theirs.t_started, theirs.is_terminated, theirs.is_truncated)
+    assert set(ours.extra_model_outputs) == set(theirs.extra_model_outputs) == EXTRA_COLUMNS
+    whole = slice(0, len(ours))
+    for a, b in zip(ours.get_observations(slice(0, len(ours) + 1)),
+                    theirs.get_observations(slice(0, len(theirs) + 1)), strict=True):
+        np.testing.assert_array_equal(a["ego"], b["ego"])
+        np.testing.assert_array_equal(a["peers"], b["peers"])
+    for a, b in zip(ours.get_actions(whole), theirs.get_actions(whole), strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert list(ours.get_rewards(whole)) == list(theirs.get_rewards(whole))
+    assert ours.get_infos(slice(0, len(ours) + 1)) == theirs.get_infos(slice(0, len(theirs) + 1))
+    for key in EXTRA_COLUMNS:
+        for a, b in zip(ours.get_extra_model_outputs(key, whole),
+                        theirs.get_extra_model_outputs(key, whole), strict=True):
+            assert type(a) is type(b)
+            np.testing.assert_array_equal(a, b)
+
+
+def _assert_same_rounds(ours: list[list], theirs: list[list]) -> None:
+    for our_eps, their_eps in zip(ours, theirs, strict=True):
+        assert len(our_eps) == len(their_eps)
+        for a, b in zip(our_eps, their_eps, strict=True):
+            _assert_same_episode(a, b)
+
+
+@pytest.mark.timeout(300)
+def test_lean_loop_samples_the_episodes_rllib_samples(ray_local: None) -> None:
+    # 20-step episodes, 2 sub-envs: chunks cut mid-episode and continued, episodes done mid-call
+    # (next-step autoreset), then whole episodes without exploration.
+    rounds = [dict(num_timesteps=30), dict(num_timesteps=45), dict(num_timesteps=7),
+              dict(num_episodes=3, explore=False), dict(num_timesteps=25)]
+    config = dict(TOY, num_envs_per_env_runner=2)
+    _assert_same_rounds(_sample_rounds(True, rounds, **config),
+                        _sample_rounds(False, rounds, **config))
+
+
+@pytest.mark.timeout(300)
+def test_lean_loop_matches_rllib_on_convoy_env(ray_local: None) -> None:
+    # Real SUMO: sub-env 0 on libsumo, sub-env 1 on traci; 5 s episodes of 0.1 s steps.
+    rounds = [dict(num_timesteps=60), dict(num_timesteps=80)]
+    config = dict(env_kwargs={"config": {"episode_s": 5.0}}, identity_kwarg="identity",
+                  num_env_runners=0, num_envs_per_env_runner=2, seed=4)
+    ours = _sample_rounds(True, rounds, **config)
+    _assert_same_rounds(ours, _sample_rounds(False, rounds, **config))
+    assert any(e.is_done for e in ours[1]), "an episode should end within the sample"
+
+
+@pytest.mark.timeout(300)
+def test_stored_logp_and_dist_inputs_are_the_modules_for_the_stored_obs(ray_local: None) -> None:
+    algo = build_config(lean_sampling=True, num_envs_per_env_runner=3, **TOY).build_algo()
+    try:
+        runner = algo.env_runner
+        module, space = runner.module, runner.env.single_action_space
+        # The initial policy head (gain 0.01) barely looks at the observation; with random
+        # weights a forward pass on the wrong observation shows.
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.randn_like(p) * 0.5)
+        episodes = runner.sample(num_timesteps=90)
+        for episode in episodes:
+            n = len(episode)
+            obs = episode.get_observations(slice(0, n))
+            actions = np.stack(episode.get_actions(slice(0, n)))
+            batch = {k: torch.from_numpy(v) for k, v in pack_observations(obs, PEER_DIM).items()}
+            with torch.no_grad():
+                inputs = module.forward_exploration({Columns.OBS: batch})[
+                    Columns.ACTION_DIST_INPUTS]
+                dist = module.get_exploration_action_dist_cls().from_logits(inputs)
+                logp = dist.logp(torch.from_numpy(actions)).numpy()
+            stored_inputs = np.stack(
+                episode.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS, slice(0, n)))
+            stored_logp = np.array(
+                episode.get_extra_model_outputs(Columns.ACTION_LOGP, slice(0, n)))
+            np.testing.assert_allclose(stored_inputs, inputs.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(stored_logp, logp, rtol=1e-5, atol=1e-5)
+            # obs t -> action t -> reward t: the toy reward is 1 - |env action - target(obs t)|,
+            # the env action being the sampled one unsquashed from [-1, 1] and clipped.
+            target = np.array([float((o["peers"][:, 0] > 0.8).any()) for o in obs])
+            env_action = np.clip(space.low + (actions[:, 0] + 1) * (space.high - space.low) / 2,
+                                 space.low, space.high)
+            expected = 1.0 - np.abs(env_action - target)
+            np.testing.assert_allclose(episode.get_rewards(slice(0, n)), expected, atol=1e-6)
+            # obs t+1 is a new env observation, not a repeat of obs t (ego[1] is fresh noise)
+            noise = [o["ego"][1] for o in episode.get_observations(slice(0, n + 1))]
+            assert len(set(noise)) == n + 1
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ppo_learns_the_toy_env_with_the_lean_loop(ray_local: None) -> None:
+    config = build_config(env_id=TOY_ENV_ID, num_env_runners=1, num_envs_per_env_runner=2,
+                          train_batch_size=2000, minibatch_size=256, num_epochs=10, lr=3e-3,
+                          model=SMALL_MODEL, seed=1, lean_sampling=True)
+    algo = config.build_algo()
+    try:
+        returns = []
+        for _ in range(10):
+            result = algo.train()
+            returns.append(result["env_runners"]["episode_return_mean"])
+        runners = result["env_runners"]
+    finally:
+        algo.stop()
+    # 20-step episodes: random actions earn ~10, the optimum 20.
+    assert returns[0] < 14 and returns[-1] > 16, returns
+    assert runners["episode_len_mean"] == 20
+    assert runners["num_env_steps_sampled"] >= 2000
+    assert runners["num_env_steps_sampled_lifetime"] >= 20000
+    assert runners["num_episodes"] > 0
+    assert runners["convoy/peer_count_mean"] == pytest.approx(10, abs=1.5)
+    assert np.isfinite(result["learners"]["default_policy"]["total_loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_crashing_sub_envs_are_cut_and_rebuilt_under_the_lean_loop(ray_local: None) -> None:
+    config = build_config(env_id=TOY_ENV_ID, env_kwargs={"crash_at_step": 150},
+                          num_env_runners=1, num_envs_per_env_runner=2, train_batch_size=1000,
+                          minibatch_size=250, num_epochs=2, model=SMALL_MODEL, seed=5,
+                          lean_sampling=True)
+    algo = config.build_algo()
+    try:
+        for _ in range(3):
+            result = algo.train()
+    finally:
+        algo.stop()
+    assert result["training_iteration"] == 3
+    assert result["env_runners"]["sumo/crashes"] >= 4
+    assert np.isfinite(result["learners"]["default_policy"]["total_loss"])
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_sumo_cuts_its_episode_and_sampling_goes_on(ray_local: None) -> None:
+    config = build_config(env_kwargs={"config": {"episode_s": 5.0, "sumo_backend": "traci"}},
+                          identity_kwarg="identity", num_env_runners=0,
+                          num_envs_per_env_runner=2, seed=6, lean_sampling=True)
+    algo = config.build_algo()
+    try:
+        runner = algo.env_runner
+        runner.sample(num_timesteps=20)
+        out = subprocess.run(["pgrep", "-x", "sumo"], capture_output=True, text=True).stdout
+        ours = sorted(int(p) for p in out.split() if int(p) in _descendants(os.getpid()))
+        assert len(ours) == 2, "one traci SUMO per sub-env"
+        os.kill(ours[0], signal.SIGKILL)
+        episodes = runner.sample(num_timesteps=120)
+        assert runner.crash_count() == 1
+        cut = [e for e in episodes if e.is_truncated and e.get_infos(-1).get("sumo_crashed")]
+        assert len(cut) == 1
+        assert sum(len(e) for e in episodes) >= 120
+        assert all(e.is_done or len(e) > 0 for e in episodes)
+    finally:
+        algo.stop()
+
+
+class _Passthrough(ConnectorV2):
+    """A custom env-to-module piece: the lean loop would skip it, so it must refuse it."""
+
+    def __call__(self, *, batch: dict, **kwargs) -> dict:
+        return batch
+
+
+@pytest.mark.timeout(120)
+def test_lean_runner_refuses_a_pipeline_it_would_bypass(ray_local: None) -> None:
+    config = build_config(lean_sampling=True, **TOY).env_runners(
+        env_to_module_connector=lambda env=None, spaces=None, device=None: [
+            RaggedObsToModule(), _Passthrough()])
+    with pytest.raises(Exception, match="LeanEnvRunner only reproduces"):
+        config.build_algo()
