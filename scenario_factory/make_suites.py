@@ -4,9 +4,10 @@
 
 The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
 needed); ``validation-v1``, which `roadsense train` uses to pick its checkpoint, refers to the
-training dataset ``default-v1`` (held-out seeds and hazards, never the test scenarios). Hazard plans, seeds and radio levels come from one fixed seed, so re-running this
-script writes the same files; ``--check`` only compares and exits 1 on a difference. Commit
-the JSON files; bump a suite's version when its content changes on purpose.
+training dataset ``default-v1`` (held-out seeds and hazards, never the test scenarios).
+Hazard plans, seeds and radio levels come from fixed seeds, so re-running this script writes
+the same files; ``--check`` only compares and exits 1 on a difference. Commit the JSON files;
+bump a suite's version when its content changes on purpose.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ def app(
     ] = "validation-v1",
     validate_every_minutes: Annotated[float, typer.Option(
         min=0.1, help="how often to validate (also at the end)")] = 6.0,
+    lean_sampling: Annotated[bool, typer.Option(
+        help="sample with LeanEnvRunner (RLlib's bookkeeping, no per-step connectors)")
+    ] = False,
     env: Annotated[list[str] | None, typer.Option(
         help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
     final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
@@ -80,7 +83,8 @@ def app(
         address=address, train_batch_size=train_batch_size, minibatch_size=minibatch_size,
         num_epochs=num_epochs, lr=lr, lr_final=lr_final or None, lr_decay_steps=lr_decay_steps,
         validation_suite=None if validation_suite.lower() == "none" else validation_suite,
-        validate_every_minutes=validate_every_minutes, env_overrides=overrides,
+        validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
+        env_overrides=overrides,
         final_eval=final_eval)
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()
