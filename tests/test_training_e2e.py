@@ -110,9 +110,14 @@ def test_sumo_killed_mid_training_is_survived(tmp_path: Path, leftovers) -> None
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
-    from roadsense.errors import ConfigError
+    from roadsense.errors import ConfigError, EvalSuiteError
 
     with pytest.raises(ConfigError, match="budget"):
         train(TrainSettings(storage=str(tmp_path), budget_minutes=None, iterations=None))
     with pytest.raises(ConfigError, match="iterations"):
         train(TrainSettings(storage=str(tmp_path), iterations=0))
+    with pytest.raises(EvalSuiteError, match="no eval suite 'nope'"):  # before any Ray start
+        train(TrainSettings(storage=str(tmp_path), iterations=1, validation_suite="nope"))
+    assert TrainSettings(iterations=10, train_batch_size=400).lr_schedule(runners=2) == [
+        [0, 3e-4], [4000, 3e-5]]
+    assert TrainSettings(budget_minutes=1, lr_final=None).lr_schedule(runners=2) == 3e-4

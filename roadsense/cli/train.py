@@ -86,6 +86,7 @@ def app(
         validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
         env_overrides=overrides,
         final_eval=final_eval)
+    settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()
     table = Table(title="roadsense train")

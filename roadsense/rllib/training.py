@@ -118,6 +118,10 @@ class TrainSettings:
             problems.append("--validate-every-minutes must be > 0")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
+        if self.validation_suite:  # a bad name fails now, not at the first validation
+            from roadsense.data import load_suite
+
+            load_suite(self.validation_suite)
 
 
 @dataclass
