@@ -29,6 +29,8 @@ from roadsense.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+CURVE_WINDOW = 20
+"""Iterations averaged per point of the learning curve."""
 EXPECTED_STEPS_PER_S_PER_RUNNER = 700
 """Training env steps/s per runner, learner updates included (4 envs per runner, 2-core
 laptop, measured); only used to end the learning-rate decay near the end of a timed run."""
@@ -337,7 +339,7 @@ def train(settings: TrainSettings,
         if started_ray:
             ray.shutdown()
 
-    _learning_curve(progress, store.local / "learning_curve.png")
+    _learning_curve(progress, store.local / "learning_curve.png", manifest.get("validations"))
     if settings.final_eval:
         manifest["final_eval"] = _final_eval(settings, store, selected_checkpoint(store.local,
                                                                                   manifest))
@@ -431,26 +433,46 @@ def _final_eval(settings: TrainSettings, store: Storage, ckpt: Path) -> dict[str
     return summarize(rows)
 
 
-def _learning_curve(progress: Path, out: Path) -> None:
+def _learning_curve(progress: Path, out: Path, validations: list[dict] | None = None) -> None:
+    """Training return and rates (mean over `CURVE_WINDOW` iterations: one iteration holds
+    only ~16 episodes) against env steps, with each validation of a checkpoint on top."""
     if not progress.is_file():
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     rows = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()]
     if not rows:
         return
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+
+    def smooth(key: str) -> np.ndarray:
+        v = np.array([np.nan if r[key] is None else r[key] for r in rows], float)
+        k = min(CURVE_WINDOW, len(v))
+        filled = np.nan_to_num(v)
+        counts = np.convolve(~np.isnan(v), np.ones(k), "same")
+        return np.convolve(filled, np.ones(k), "same") / np.maximum(counts, 1)
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
     x = [r["env_steps"] for r in rows]
-    a.plot(x, [r["return_mean"] for r in rows])
+    a.plot(x, smooth("return_mean"))
     a.set_xlabel("env steps")
-    a.set_ylabel("episode return (mean)")
-    b.plot(x, [r["collision_rate"] for r in rows], label="collision rate")
-    b.plot(x, [r["false_brake_rate"] for r in rows], label="false braking")
+    a.set_ylabel(f"episode return (mean of {CURVE_WINDOW} iterations)")
+    b.plot(x, smooth("collision_rate"), label="collision rate (training)", color="C3")
+    b.plot(x, smooth("false_brake_rate"), label="false braking (training)", color="C1")
+    steps_at = {r["iteration"]: r["env_steps"] for r in rows}
+    done = [(steps_at.get(int(v["checkpoint"][5:])), v) for v in validations or []]
+    done = [(s, v) for s, v in done if s is not None]
+    if done:
+        vx = [s for s, _ in done]
+        b.plot(vx, [v["collision_rate"] or 0 for _, v in done], "o--", color="C3",
+               label=f"collision rate ({done[0][1]['suite']})")
+        b.plot(vx, [v["false_brake_rate"] or 0 for _, v in done], "s--", color="C1",
+               label=f"false braking ({done[0][1]['suite']})")
     b.set_xlabel("env steps")
-    b.legend()
+    b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
