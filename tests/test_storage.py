@@ -80,6 +80,23 @@ def test_interrupted_upload_resumes_with_the_rest(dataset: Path, s3_bucket: str)
     assert not set(rest.transferred) & set(sent)
 
 
+def test_checkpoint_marker_goes_up_after_the_files_it_vouches_for(s3_bucket: str,
+                                                                  tmp_path: Path):
+    """A run killed mid-sync must not leave a checkpoint whose DONE is there but not its
+    files (resume would pick it and fail)."""
+    ckpt = tmp_path / "run" / "checkpoints" / "iter_000003"
+    (ckpt / "learner_group").mkdir(parents=True)
+    (ckpt / "DONE").write_text("3")
+    (ckpt / "learner_group" / "module_state.pkl").write_bytes(b"weights")
+    (ckpt / "policy.pt").write_bytes(b"policy")
+    uri = f"s3://{s3_bucket}/marker"
+    sent: list[str] = []
+    upload_dir(tmp_path / "run", uri, max_files=2, on_file=sent.append)
+    assert len(sent) == 2 and not any(r.endswith("/DONE") for r in sent)
+    rest = upload_dir(tmp_path / "run", uri)
+    assert rest.transferred == ["checkpoints/iter_000003/DONE"]
+
+
 def test_tampered_s3_object_is_caught_by_check_and_by_the_manager(
     dataset: Path, s3_bucket: str, tmp_path: Path
 ):

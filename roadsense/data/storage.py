@@ -66,14 +66,20 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+COMPLETE_MARKER = "DONE"
+"""A file that says its folder is complete (e.g. a training checkpoint): transferred after
+every other file, so an interrupted sync never leaves a marked but partial folder."""
+
+
 def _local_files(root: Path) -> list[str]:
-    """Relative paths of the files under `root`, manifest last, dotfiles left out."""
+    """Relative paths of the files under `root`, completion markers and then the manifest
+    last, dotfiles left out."""
     rels = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    return sorted(rels, key=lambda r: r == MANIFEST_NAME)
+    return sorted(rels, key=lambda r: (r == MANIFEST_NAME, r.rsplit("/", 1)[-1] == COMPLETE_MARKER))
 
 
 def _list_objects(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
