@@ -65,8 +65,10 @@ class TrainSettings:
     lr: float = 3e-4
     lr_final: float | None = 3e-5
     """Learning rate at the end of the run, reached linearly from `lr` (None: constant `lr`).
-    With a constant rate, checkpoints kept swinging between 0-1.3% collisions and 2.6-6.4%
-    false braking on the test suites for the last 45 minutes of an hour (measured)."""
+    Tried because at a constant rate checkpoints kept swinging between 0-1.3% collisions and
+    2.6-6.4% false braking on the test suites; with the decay they still swing (1.9-13.5%
+    false braking on validation-v1 over an hour, measured), so the checkpoint selection on
+    `validation_suite` does most of the work."""
     lr_decay_steps: int | None = None
     """Env steps over which `lr` falls to `lr_final`; None: the run's expected length
     (`iterations` x batch, or the budget at `EXPECTED_STEPS_PER_S_PER_RUNNER`)."""
