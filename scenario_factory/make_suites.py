@@ -109,11 +109,12 @@ def draw_validation(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
     ahead = [row for row in rows if row["vehicles_ahead"] > 0]
     episodes = [
         {"scenario_id": row["scenario_id"], "seed": _seed(rng),
-         "hazard": _hazard(rng, row["vehicles_ahead"]), "radio": RADIO_LEVELS[i % 3]}
+         "hazard": _hazard(rng, row["vehicles_ahead"]),
+         "radio": RADIO_LEVELS[i % len(RADIO_LEVELS)]}
         for i, row in enumerate(ahead)
     ] + [
         {"scenario_id": row["scenario_id"], "seed": _seed(rng), "hazard": None,
-         "radio": RADIO_LEVELS[i % 3]}
+         "radio": RADIO_LEVELS[i % len(RADIO_LEVELS)]}
         for i, row in enumerate(rows[::3])
     ]
     return {"validation-v1": {

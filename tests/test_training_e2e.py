@@ -65,7 +65,7 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert again["run_id"] == first["run_id"]
     assert [e["iteration"] for e in again["evaluations"]] == [1, 2, 3]
     assert [v["checkpoint"] for v in again["validations"]] == ["iter_000002", "iter_000003"]
-    best = min(again["validations"], key=lambda v: (v["score"], -int(v["checkpoint"][5:])))
+    best = min(again["validations"], key=lambda v: (v["score"], -v["iteration"]))
     assert again["selected_checkpoint"] == best["checkpoint"]
     assert f"Evaluation of {best['checkpoint']}" in (run_dir / "eval" / "report.md").read_text()
     assert again["final_eval"].keys() >= {"no_assist", "v2v_rule"}

@@ -84,8 +84,7 @@ def app(
         num_epochs=num_epochs, lr=lr, lr_final=lr_final or None, lr_decay_steps=lr_decay_steps,
         validation_suite=None if validation_suite.lower() == "none" else validation_suite,
         validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
-        env_overrides=overrides,
-        final_eval=final_eval)
+        env_overrides=overrides, final_eval=final_eval)
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()

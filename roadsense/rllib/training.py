@@ -329,7 +329,8 @@ def train(settings: TrainSettings,
                                      collect_seed_records)
                 last_ckpt = it
                 if validate:
-                    entry = _validate(settings, store, folder, manifest, debug=runners == 0)
+                    entry = _validate(settings, store, folder, it, manifest,
+                                      debug=runners == 0)
                     if on_validation:
                         on_validation(entry)
                     next_validation = time.monotonic() - started + every_s
@@ -382,9 +383,10 @@ def validation_score(summary: dict[str, Any]) -> float:
     return float(summary["collision_rate"] or 0.0) + float(summary["false_brake_rate"] or 0.0)
 
 
-def _validate(settings: TrainSettings, store: Storage, folder: Path, manifest: dict,
-              *, debug: bool) -> dict[str, Any]:
-    """Run the validation suite on `folder`'s policy; record it in the manifest."""
+def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: int,
+              manifest: dict, *, debug: bool) -> dict[str, Any]:
+    """Run the validation suite on `folder`'s policy (checkpoint of `iteration`); record it
+    in the manifest and pick the best so far (lowest score, the later one on a tie)."""
     from roadsense.eval import load_policy, run_suite, summarize
 
     started = time.monotonic()
@@ -394,13 +396,14 @@ def _validate(settings: TrainSettings, store: Storage, folder: Path, manifest: d
                      root=Path(settings.dataset_root),
                      env_config={"sumo_backend": "traci"} if debug else None)
     summary = summarize(rows)[name]
-    entry = {"checkpoint": folder.name, "suite": settings.validation_suite,
+    entry = {"checkpoint": folder.name, "iteration": iteration,
+             "suite": settings.validation_suite,
              "collision_rate": summary["collision_rate"],
              "false_brake_rate": summary["false_brake_rate"],
              "score": validation_score(summary),
              "seconds": round(time.monotonic() - started, 1)}
     manifest.setdefault("validations", []).append(entry)
-    best = min(manifest["validations"], key=lambda v: (v["score"], -int(v["checkpoint"][5:])))
+    best = min(manifest["validations"], key=lambda v: (v["score"], -v["iteration"]))
     manifest["selected_checkpoint"] = best["checkpoint"]
     log.info("validation of %s on %s: collisions %.1f%%, false braking %.1f%% (%.0f s); "
              "best so far %s", folder.name, settings.validation_suite,
@@ -465,7 +468,7 @@ def _learning_curve(progress: Path, out: Path, validations: list[dict] | None = 
     b.plot(x, smooth("collision_rate"), label="collision rate (training)", color="C3")
     b.plot(x, smooth("false_brake_rate"), label="false braking (training)", color="C1")
     steps_at = {r["iteration"]: r["env_steps"] for r in rows}
-    done = [(steps_at.get(int(v["checkpoint"][5:])), v) for v in validations or []]
+    done = [(steps_at.get(v["iteration"]), v) for v in validations or []]
     done = [(s, v) for s, v in done if s is not None]
     if done:
         vx = [s for s, _ in done]
