@@ -10,8 +10,10 @@ Rows (all measured in this run):
   - sampling env steps/s of one env runner vs a plain loop stepping the same vector env
     with constant actions (target >= 0.7x: RLlib's overhead, module inference included, at
     most 30%), with 1 sub-env and with 4 (the first on libsumo, the others on traci, as
-    `roadsense train` runs them). The plain loops run in a Ray worker, as the env runners do:
-    Ray starts its workers at nice 15, so a loop in the driver would win any contended core.
+    `roadsense train` runs them). The sampled policy starts below the brake threshold
+    (`NEVER_BRAKES`), so both loops ask SUMO for the same work. The plain loops run in a Ray
+    worker, as the env runners do: Ray starts its workers at nice 15, so a loop in the driver
+    would win any contended core.
 
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
 steps cost what SUMO costs; the toy ragged env also works).
@@ -144,6 +146,14 @@ def _plain_loop_steps_per_s(env_id: str, env_kwargs: dict, envs: int, steps: int
         env.close()
 
 
+NEVER_BRAKES = {"init_action_mean": -3.0, "init_log_std": -3.0, "free_log_std": True}
+"""The sampled policy's start: every action below the brake threshold, like the plain loop's
+zeros, so both loops make SUMO do the same work. With RLlib's default start (mean 0, std 1)
+the policy brakes on about half the steps, and each brake sends SUMO commands (over TCP for
+the traci sub-envs) that the plain loop never sends: env cost, not sampling overhead. The
+forward pass, sampling and logp are the same work whatever the action values."""
+
+
 def _identity_kwarg(env_id: str) -> str | None:
     return "identity" if env_id == CONVOY else None
 
@@ -154,7 +164,7 @@ def _sampling_steps_per_s(env_id: str, env_kwargs: dict, runners: int, steps: in
 
     config = build_config(env_id=env_id, env_kwargs=env_kwargs, num_env_runners=runners,
                           num_envs_per_env_runner=envs, identity_kwarg=_identity_kwarg(env_id),
-                          lean_sampling=lean)
+                          lean_sampling=lean, model=NEVER_BRAKES)
     algo = config.build_algo()
     try:
         group = algo.env_runner_group

@@ -86,12 +86,12 @@ def test_fresh_env_same_seed_same_episode() -> None:
 def test_peer_rows_only_reorder_when_messages_are_shuffled() -> None:
     rng = np.random.default_rng(0)
     k = 9
-    fields = {name: rng.normal(size=k) * 50 for name in
-              ("x", "y", "speed", "accel", "heading_deg", "yaw_rate", "send_time_s")}
     base = ReceivedMessages(sender=np.array([f"V{i:03d}" for i in range(2, k + 2)]),
-                            age_s=np.zeros(k), hops=np.ones(k), arrival_s=np.zeros(k), **fields)
+                            content=rng.normal(size=(6, k)) * 50,
+                            send_time_s=rng.normal(size=k) * 50, hops=np.ones(k, dtype=np.int64),
+                            arrival_s=np.zeros(k), now_s=100.0)
     perm = rng.permutation(k)
-    shuffled = ReceivedMessages(**{f: getattr(base, f)[perm] for f in base.__dataclass_fields__})
+    shuffled = base.take(perm)
     a = peer_rows(1.0, 2.0, 0.3, 20.0, base, 100.0)
     b = peer_rows(1.0, 2.0, 0.3, 20.0, shuffled, 100.0)
     assert np.array_equal(a[perm], b)

@@ -11,7 +11,7 @@ def test_terms_add_up_and_accumulate() -> None:
     assert r.terms["unsafe_ttc"] == pytest.approx(-1.0 * 0.5 * 0.1)
     assert r.terms["comfort"] == pytest.approx(-0.1 * 0.25 * 0.1)
     assert r.terms["jerk"] == pytest.approx(-0.05 * 0.5)
-    assert r.terms["hazard_response"] == pytest.approx(0.5 * 0.1)
+    assert r.terms["hazard_response"] == pytest.approx(RewardWeights().hazard_response * 0.5 * 0.1)
     assert r.terms["false_brake"] == 0.0
     r.step(brake=0.0, ttc_s=float("inf"), collision=True, justified=False)
     assert r.terms["collision"] == -50.0

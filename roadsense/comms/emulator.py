@@ -22,9 +22,10 @@ Model (figures from an `EmulatorParams` file):
   content and send time stay the original sender's (noise is not re-applied).
 
 Speed: randomness is drawn in blocks covering many broadcast rounds (same seed and same calls,
-same numbers); state lives in preallocated per-vehicle and per-link arrays; message content is
-stored once per sender in a ring of rounds; a step is a fixed number of whole-array numpy
-operations, and in the common case many steps are planned at once (`roadsense.comms.plan`).
+same numbers), latency and sensor noise as uniform indices into quantile tables; state lives
+in preallocated per-vehicle and per-link arrays; message content is stored once per sender in
+a ring of rounds; a step is a fixed number of whole-array numpy operations, and in the common
+case many steps are planned at once (`roadsense.comms.plan`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ from roadsense import STEP_LENGTH_S
 from roadsense.comms.messages import ARRIVAL, HEADING, HOPS, SEND, SLOT, ReceivedMessages
 from roadsense.comms.params import EmulatorParams, params_version
 from roadsense.comms.plan import PLAN_MAX_STEPS, Plan, PlannedSteps
-from roadsense.comms.radio import N_QUANTILES, LinkModel, effective_params
+from roadsense.comms.radio import (
+    N_QUANTILES,
+    NOISE_QUANTILES,
+    LinkModel,
+    effective_params,
+    standard_normal_table,
+)
 from roadsense.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -184,7 +191,10 @@ class EspNowEmulator(PlannedSteps):
         rng, k = self._rng, self._blk_n
         nr, n = self._link_ok.shape
         lat = self._model.latency_s
-        self._noise_blk = rng.standard_normal((k, 6, n)) * self._model.noise_std[:, None]
+        noise = standard_normal_table().take(
+            rng.integers(0, NOISE_QUANTILES, (k, 6, n), dtype=np.uint16))
+        noise *= self._model.noise_std[:, None]
+        self._noise_blk = noise
         self._u_blk = rng.random((k, nr, n))
         self._lat_blk = lat[rng.integers(0, N_QUANTILES, (k, nr, n), dtype=np.uint16)]
         if self.relay_hops:
@@ -400,11 +410,9 @@ class EspNowEmulator(PlannedSteps):
         idx = ok[row].nonzero()[0]
         m = v[row][idx].T
         c = self._ring_flat[m[SLOT].astype(np.intp) + self._field_off]  # [field, sender]
-        send = m[SEND]
         hops = m[HOPS].astype(np.int64) if self.relay_hops else self._one_hop[:len(idx)]
         # positional: this runs every step (field order of ReceivedMessages)
-        return ReceivedMessages(self._id_arr[idx], c[0], c[1], c[2], c[3], c[4], c[5], send,
-                                self._now - send, hops, m[ARRIVAL])
+        return ReceivedMessages(self._id_arr[idx], c, m[SEND], hops, m[ARRIVAL], self._now)
 
     def _visible(self) -> tuple[np.ndarray, np.ndarray]:
         """Per link at `now`: the packet shown and whether it is shown (all receivers at once)."""

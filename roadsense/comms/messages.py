@@ -12,25 +12,57 @@ SLOT, SEND, ARRIVAL, HOPS = range(4)  # fields of a per-link packet record (SLOT
 
 @dataclass(slots=True)
 class ReceivedMessages:
-    """What one receiver holds now: one entry per sender, aligned arrays, any order.
+    """What one receiver holds at ``now_s``: one entry per sender, aligned arrays, any order.
 
-    Content is the sender's own noisy estimate (SUMO conventions: x/y metres, speed m/s,
-    accel m/s^2, heading degrees with 0 = north clockwise, yaw rate rad/s). ``age_s`` is
-    now - ``send_time_s``; ``arrival_s`` is when the packet arrived (send time + latency);
-    ``hops`` is 1 for a direct packet. Treat the arrays as read-only.
+    ``content`` (6, K) is each sender's own noisy estimate, one column per message, rows
+    `X, Y, SPEED, ACCEL, HEADING, YAW` (SUMO conventions: x/y metres, speed m/s, accel m/s^2,
+    heading degrees with 0 = north clockwise, yaw rate rad/s); the properties ``x`` ...
+    ``yaw_rate`` are its rows. ``age_s`` is ``now_s`` - ``send_time_s``; ``arrival_s`` is when
+    the packet arrived (send time + latency); ``hops`` is 1 for a direct packet. Treat the
+    arrays as read-only. One block instead of six arrays: a view is built every step, and
+    consumers that transform every field at once (`roadsense.envs.observation`) take the block.
     """
 
     sender: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    speed: np.ndarray
-    accel: np.ndarray
-    heading_deg: np.ndarray
-    yaw_rate: np.ndarray
+    content: np.ndarray
     send_time_s: np.ndarray
-    age_s: np.ndarray
     hops: np.ndarray
     arrival_s: np.ndarray
+    now_s: float
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.send_time_s)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.content[X]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.content[Y]
+
+    @property
+    def speed(self) -> np.ndarray:
+        return self.content[SPEED]
+
+    @property
+    def accel(self) -> np.ndarray:
+        return self.content[ACCEL]
+
+    @property
+    def heading_deg(self) -> np.ndarray:
+        return self.content[HEADING]
+
+    @property
+    def yaw_rate(self) -> np.ndarray:
+        return self.content[YAW]
+
+    @property
+    def age_s(self) -> np.ndarray:
+        return self.now_s - self.send_time_s
+
+    def take(self, order: np.ndarray) -> ReceivedMessages:
+        """The same messages in another order (``order`` indexes the entries)."""
+        return ReceivedMessages(self.sender[order], self.content[:, order],
+                                self.send_time_s[order], self.hops[order],
+                                self.arrival_s[order], self.now_s)

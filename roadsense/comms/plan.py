@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roadsense.comms.messages import ARRIVAL, SEND, SLOT, ReceivedMessages
+from roadsense.comms.messages import ARRIVAL, HEADING, SEND, SLOT, ReceivedMessages
 
 PLAN_MAX_STEPS = 512  # most steps computed ahead (one random block for small convoys)
 PLAN_MIN_STEPS = 16  # fewest, after plans kept breaking (distance bins changing often)
@@ -45,8 +45,11 @@ class Plan:
 
     h: int
     q: list[float]  # the step times it is valid for
-    bins_key: bytes  # the distance bins it assumed, round after round
-    key_len: int  # bytes of one round's bins in bins_key
+    keys: list[bytes]  # the distance bins it assumed, one round's bins per step
+    edges: np.ndarray  # the distance bins' edges
+    noise: np.ndarray  # (h, 6, n) the rounds' content noise (a slice of the random block)
+    ring: np.ndarray  # the emulator's content ring (depth, 6, n)
+    depth: int  # its rounds
     k0: int  # random-block index of its first round
     g0: int  # round number of its first round
     cnt0: np.ndarray  # broadcasts per vehicle before its first round
@@ -56,7 +59,6 @@ class Plan:
     deliv: np.ndarray  # (h, rows, n)
     vis: np.ndarray  # (h, rows, n, 4) the record each link shows at each step
     ok: np.ndarray  # (h, rows, n) whether it is shown (arrived and not stale)
-    dsum: list[int]  # deliveries in the plan's first i rounds, i = 0..h
     rows: dict[int, RowPlan] = field(default_factory=dict)  # built on a receiver's first view
     i: int = 0  # steps consumed
 
@@ -80,11 +82,15 @@ class PlannedSteps:
         prev = self._prev
         if state.shape != prev.shape:
             return False  # the step-by-step path explains the problem
+        # this round's distance bins (from the senders' samples) must be the ones planned
         dist = self._distances(prev[:2])
-        key = self._model.edges.searchsorted(dist, "right").tobytes()
-        if key != plan.bins_key[i * plan.key_len:(i + 1) * plan.key_len]:
+        if plan.edges.searchsorted(dist, "right").tobytes() != plan.keys[i]:
             return False
-        self._write_content(self._ring[(plan.g0 + i) % self._depth], prev, plan.k0 + i)
+        # the round's content (`_write_content`, inlined: this runs every step)
+        content = plan.ring[(plan.g0 + i) % plan.depth]
+        np.add(prev, plan.noise[i], out=content)
+        heading = content[HEADING]
+        np.remainder(heading, 360.0, out=heading)
         plan.i = i + 1
         self._vstep = i
         self._prev = state
@@ -99,7 +105,7 @@ class PlannedSteps:
         plan = self._plan
         if plan is None:
             return 0, 0, 0
-        return plan.i, plan.i * self._n_link_ok, plan.dsum[plan.i]
+        return plan.i, plan.i * self._n_link_ok, int(np.count_nonzero(plan.deliv[:plan.i]))
 
     def _try_plan(self, now: float, dt: float, bins: np.ndarray, prev: np.ndarray,
                   cur: np.ndarray) -> bool:
@@ -162,11 +168,13 @@ class PlannedSteps:
         shown = np.where(deliv & (rec[:h, :, :, ARRIVAL] <= qq), idx, before)
         vis = rec.reshape(-1, 4).take(shown % (h + 1) * link.size + link, axis=0)  # (h, nr, n, 4)
         ok = (vis[..., ARRIVAL] <= qq) & (vis[..., SEND] >= qq - self._model.stale_s)
-        self._plan = Plan(h=h, q=q.tolist(), bins_key=bins.tobytes(), key_len=bins[0].nbytes,
-                          k0=k,
+        key = bins.tobytes()
+        kl = bins[0].nbytes
+        self._plan = Plan(h=h, q=q.tolist(), keys=[key[j:j + kl] for j in range(0, h * kl, kl)],
+                          edges=self._model.edges, noise=self._noise_blk[k:k + h],
+                          ring=self._ring, depth=self._depth, k0=k,
                           g0=self._round_no, cnt0=self._cnt.copy(), rec=rec, last=last,
-                          bad=bad, deliv=deliv, vis=vis, ok=ok,
-                          dsum=[0, *np.cumsum(np.count_nonzero(deliv, axis=(1, 2))).tolist()])
+                          bad=bad, deliv=deliv, vis=vis, ok=ok)
 
     def _leave_plan(self) -> None:
         """Hand a plan's state at its current step back to the step-by-step path."""
@@ -210,8 +218,6 @@ class PlannedSteps:
                 arrival=rec[:, ARRIVAL].copy(),
                 gather=rec[:, SLOT].astype(np.intp)[None, :] + self._field_off)
         a, b = rp.offsets[i], rp.offsets[i + 1]
-        c = self._ring_flat.take(rp.gather[:, a:b])  # take: cheaper than [] on small arrays
-        send = rp.send[a:b]
-        # positional: this runs every step (field order of ReceivedMessages)
-        return ReceivedMessages(rp.sender[a:b], c[0], c[1], c[2], c[3], c[4], c[5], send,
-                                self._now - send, self._one_hop[:b - a], rp.arrival[a:b])
+        # take: cheaper than [] on small arrays; positional: this runs every step
+        return ReceivedMessages(rp.sender[a:b], self._ring_flat.take(rp.gather[:, a:b]),
+                                rp.send[a:b], self._one_hop[:b - a], rp.arrival[a:b], self._now)

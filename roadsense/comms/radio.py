@@ -23,11 +23,21 @@ MAX_LOSS = 0.99  # a scaled-up bin loss is capped so a link in range never goes 
 N_QUANTILES = 16384  # latency table size: draws are uniform indices into it
 
 
+NOISE_QUANTILES = 1 << 16  # sensor-noise table size: one uint16 draw per value
+
+
 @cache
-def _normal_quantiles() -> np.ndarray:
-    """Standard normal quantiles at (i + 0.5) / N_QUANTILES, once per process."""
+def _normal_quantiles(n: int = N_QUANTILES) -> np.ndarray:
+    """Standard normal quantiles at (i + 0.5) / n, once per process and size."""
     nd = NormalDist()
-    return np.array([nd.inv_cdf((i + 0.5) / N_QUANTILES) for i in range(N_QUANTILES)])
+    return np.array([nd.inv_cdf((i + 0.5) / n) for i in range(n)])
+
+
+def standard_normal_table() -> np.ndarray:
+    """`NOISE_QUANTILES` equiprobable standard normal values: a uniform uint16 index into it is
+    a normal draw (std 1 - 1e-5, tails cut at 4.3 sigma) at a third of the cost of
+    numpy's `standard_normal` (the full uint16 range needs no rejection)."""
+    return _normal_quantiles(NOISE_QUANTILES)
 
 
 def latency_table_ms(floor_ms: float, shape: float, scale_ms: float) -> np.ndarray:

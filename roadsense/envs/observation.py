@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from roadsense.comms import ReceivedMessages
+from roadsense.comms.messages import ACCEL, HEADING, SPEED
 
 EGO_FEATURES = ("speed", "accel", "prev_brake")
 PEER_FEATURES = ("long_offset", "lat_offset", "rel_speed", "accel", "rel_heading", "age",
@@ -54,28 +55,30 @@ def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: flo
     """(K, PEER_DIM) float32 rows, one per held message, in the order the messages come.
 
     A pure function of its inputs: permuting the messages permutes the rows, nothing else.
-    Every feature but the heading is linear in the message content, so they come out of one
-    small matrix product (scales folded in): this runs every step.
+    The offsets, relative speed and acceleration are linear in the message content block, so
+    they come out of one small matrix product; heading, age and hops are written row by row
+    (this runs every step).
     """
     if len(msgs) == 0:
         return np.zeros((0, PEER_DIM), dtype=np.float32)
     c, s = math.cos(ego_heading_rad), math.sin(ego_heading_rad)
-    content = np.array((msgs.x, msgs.y, msgs.speed, msgs.accel, msgs.send_time_s, msgs.hops))
     a = _LINEAR.copy()
     a[0, 0], a[0, 1], a[1, 0], a[1, 1] = c, s, -s, c
     offset = np.array((-(c * ego_x + s * ego_y), s * ego_x - c * ego_y, -ego_speed, 0.0, 0.0,
-                       now_s, -1.0))
-    rows = a @ content
+                       0.0, 0.0))
+    rows = a @ msgs.content
     rows += offset[:, None]
-    rows[4] = (np.radians(90.0 - msgs.heading_deg) + (np.pi - ego_heading_rad)) % (2 * np.pi)
+    heading = np.radians(90.0 - msgs.content[HEADING]) + (np.pi - ego_heading_rad)
+    np.remainder(heading, 2 * np.pi, out=rows[4])
     rows[4] -= np.pi
+    np.subtract(now_s, msgs.send_time_s, out=rows[5])
+    np.subtract(msgs.hops, 1.0, out=rows[6])
     rows *= _INV_PEER_SCALE[:, None]
     return rows.T.astype(np.float32)
 
 
-# rows: long, lat, rel_speed, accel, (heading), age, hops; columns: x, y, speed, accel, send, hops
+# rows: long, lat, rel_speed, accel, (heading), (age), (hops); columns: the message content
+# (x, y, speed, accel, heading, yaw rate)
 _LINEAR = np.zeros((PEER_DIM, 6))
-_LINEAR[2, 2] = 1.0
-_LINEAR[3, 3] = 1.0
-_LINEAR[5, 4] = -1.0
-_LINEAR[6, 5] = 1.0
+_LINEAR[2, SPEED] = 1.0
+_LINEAR[3, ACCEL] = 1.0

@@ -59,7 +59,13 @@ from ray.rllib.utils.spaces.space_utils import (
 )
 
 from roadsense.errors import ConfigError
-from roadsense.rllib.connectors import RaggedObsToModule, pack_observations, peer_dim_of
+from roadsense.rllib.connectors import (
+    PEER_COUNT,
+    PEER_INDEX,
+    RaggedObsToModule,
+    pack_observations,
+    peer_dim_of,
+)
 from roadsense.rllib.env_runner import RoadSenseEnvRunner
 
 LEAN_ENV_TO_MODULE = (RaggedObsToModule, AddObservationsFromEpisodesToBatch,
@@ -87,6 +93,7 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 f"{[[c.__name__ for c in p] for p in pieces]}",
                 fix="sample with RLlib's loop (build_config(lean_sampling=False))",
             )
+        self._on_gpu = torch.device(self._device).type != "cpu"  # CPU tensors need no .to()
         self._latest_obs: list[Any] = []
         """Each sub-env's latest observation: the input of the next forward pass."""
 
@@ -100,7 +107,11 @@ class LeanEnvRunner(RoadSenseEnvRunner):
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(actions for the episodes, actions for the env, extra model outputs), batched."""
         packed = pack_observations(self._latest_obs, peer_dim_of(self.env.single_observation_space))
-        obs = {k: torch.from_numpy(v).to(self._device) for k, v in packed.items()}
+        count = packed[PEER_COUNT]
+        packed[PEER_INDEX] = np.repeat(np.arange(len(count)), count)
+        obs = {k: torch.from_numpy(v) for k, v in packed.items()}
+        if self._on_gpu:
+            obs = {k: v.to(self._device) for k, v in obs.items()}
         module = self.module
         with torch.inference_mode():
             if explore:

@@ -23,7 +23,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from roadsense.errors import ConfigError
 from roadsense.models import DeepSets, DeepSetsConfig, packed_from_padded
-from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_PAD, PEER_X, PEERS
+from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_INDEX, PEER_PAD, PEER_X, PEERS
 
 INIT_KEYS = {"init_action_mean": None, "init_log_std": None, "free_log_std": False}
 """Module-level model keys: the Gaussian's starting point in RLlib's normalised action space
@@ -58,7 +58,9 @@ def unpack_obs(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         peers, index = packed_from_padded(obs[PEER_PAD], count)
     else:
         peers = obs[PEER_X]
-        index = torch.repeat_interleave(torch.arange(ego.shape[0], device=ego.device), count)
+        index = obs.get(PEER_INDEX)
+        if index is None:
+            index = torch.repeat_interleave(torch.arange(ego.shape[0], device=ego.device), count)
     return ego, peers, index
 
 
