@@ -31,30 +31,43 @@ def _layer_episode(sim: SumoProcess, seed: int) -> float:
     return EPISODE_STEPS / (time.perf_counter() - started)
 
 
+def raw_statics(libsumo) -> tuple[dict[str, float], dict[str, float]]:
+    """What the layer reads once per episode: depart position and minGap per vehicle."""
+    v = libsumo.vehicle
+    return ({vid: v.getLanePosition(vid) for vid in v.getIDList()},
+            {vid: v.getMinGap(vid) for vid in v.getIDList()})
+
+
+def raw_step_reads(libsumo, depart: dict[str, float], min_gap: dict[str, float]) -> None:
+    """One step with the state reads ConvoyEnv's sim layer makes, as plain libsumo calls into
+    the same arrays (time, collisions, and per vehicle position, leader, speed, acceleration,
+    angle, lane, odometer). The baseline of the `sim`, `env` and `emulator` benchmarks."""
+    v = libsumo.vehicle
+    libsumo.simulationStep()
+    libsumo.simulation.getTime()
+    libsumo.simulation.getCollidingVehiclesNumber()
+    ids = v.getIDList()
+    rows, leaders = [], []
+    for vid in ids:
+        x, y = v.getPosition(vid)
+        lead = v.getLeader(vid, LEADER_LOOKAHEAD_M) or ("", -1.0)
+        rows.append((x, y, v.getSpeed(vid), v.getAcceleration(vid), v.getAngle(vid),
+                     v.getLaneIndex(vid), v.getDistance(vid), lead[1]))
+        leaders.append(lead[0])
+    m = np.array(rows, dtype=np.float64).T
+    lane = m[5].astype(np.int64)  # noqa: F841
+    pos = np.array([depart[vid] for vid in ids]) + m[6]  # noqa: F841
+    gaps = np.where(m[7] < 0, np.nan, m[7] + np.array([min_gap[vid] for vid in ids]))  # noqa: F841
+
+
 def _raw_episode(libsumo, args: list[str]) -> float:
     """The same reads with plain libsumo calls, producing the same arrays as the layer."""
     libsumo.load(args)
-    v = libsumo.vehicle
     libsumo.simulationStep()
-    depart = {vid: v.getLanePosition(vid) for vid in v.getIDList()}
-    min_gap = {vid: v.getMinGap(vid) for vid in v.getIDList()}
+    depart, min_gap = raw_statics(libsumo)
     started = time.perf_counter()
     for _ in range(EPISODE_STEPS):
-        libsumo.simulationStep()
-        libsumo.simulation.getTime()
-        libsumo.simulation.getCollidingVehiclesNumber()
-        ids = v.getIDList()
-        rows, leaders = [], []
-        for vid in ids:
-            x, y = v.getPosition(vid)
-            lead = v.getLeader(vid, LEADER_LOOKAHEAD_M) or ("", -1.0)
-            rows.append((x, y, v.getSpeed(vid), v.getAcceleration(vid), v.getAngle(vid),
-                         v.getLaneIndex(vid), v.getDistance(vid), lead[1]))
-            leaders.append(lead[0])
-        m = np.array(rows, dtype=np.float64).T
-        lane = m[5].astype(np.int64)  # noqa: F841
-        pos = np.array([depart[vid] for vid in ids]) + m[6]  # noqa: F841
-        gaps = np.where(m[7] < 0, np.nan, m[7] + np.array([min_gap[vid] for vid in ids]))  # noqa: F841
+        raw_step_reads(libsumo, depart, min_gap)
     return EPISODE_STEPS / (time.perf_counter() - started)
 
 

@@ -17,7 +17,13 @@ import pytest
 from conftest import _descendants
 
 from roadsense import run_manifest
-from roadsense.rllib.training import TrainSettings, latest_run, train
+from roadsense.rllib.training import (
+    EXPECTED_STEPS_PER_S_PER_RUNNER,
+    LR_DECAY_MINUTES,
+    TrainSettings,
+    latest_run,
+    train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +127,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     assert TrainSettings(iterations=10, train_batch_size=400).lr_schedule(runners=2) == [
         [0, 3e-4], [4000, 3e-5]]
     assert TrainSettings(budget_minutes=1, lr_final=None).lr_schedule(runners=2) == 3e-4
+    # a timed run decays over its expected length, at most LR_DECAY_MINUTES of it
+    per_minute = 60 * EXPECTED_STEPS_PER_S_PER_RUNNER * 2
+    assert TrainSettings(budget_minutes=5).lr_schedule(runners=2)[1][0] == 5 * per_minute
+    assert TrainSettings(budget_minutes=60).lr_schedule(runners=2)[1] == [
+        int(LR_DECAY_MINUTES * per_minute), 3e-5]

@@ -42,9 +42,10 @@ def app(
     num_epochs: Annotated[int, typer.Option(min=1)] = 10,
     lr: Annotated[float, typer.Option(min=0.0, help="learning rate at the start")] = 3e-4,
     lr_final: Annotated[float, typer.Option(
-        min=0.0, help="learning rate at the end, reached linearly (0: keep --lr)")] = 3e-5,
+        min=0.0, help="learning rate reached linearly, then kept (0: keep --lr)")] = 3e-5,
     lr_decay_steps: Annotated[int | None, typer.Option(
-        min=1, help="env steps of the decay (default: the run's expected length)")] = None,
+        min=1, help="env steps of the decay (default: the run's expected length, at most "
+        "15 minutes of it)")] = None,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
     ] = "validation-v1",
