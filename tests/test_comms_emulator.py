@@ -372,3 +372,21 @@ def test_broadcast_rate_is_independent_of_the_step(rate_hz, step_s):
         assert abs(len(sends) - 60.0 * rate_hz) <= 2
     with pytest.raises(ConfigError, match="time went back"):
         emu.step(1.0, ids, x, z, z, z, z, z)
+
+
+def test_a_view_is_one_content_block_with_named_rows():
+    ids, states = convoy(6)
+    emu = EspNowEmulator(PARAMS)
+    emu.reset(np.random.default_rng(5), ids, receivers=["V001"])
+    views = run(emu, states, 50)
+    t, v = views[-1]
+    assert v.content.shape == (6, len(v)) and len(v) > 0
+    for row, name in enumerate(("x", "y", "speed", "accel", "heading_deg", "yaw_rate")):
+        assert np.array_equal(getattr(v, name), v.content[row])
+    assert np.all((v.heading_deg >= 0) & (v.heading_deg < 360))
+    assert v.now_s == t and np.array_equal(v.age_s, t - v.send_time_s)
+    order = np.arange(len(v))[::-1]
+    flipped = v.take(order)
+    assert list(flipped.sender) == list(v.sender[order])
+    assert np.array_equal(flipped.content, v.content[:, order])
+    assert np.array_equal(flipped.age_s, v.age_s[order])

@@ -36,10 +36,10 @@ EXPECTED_STEPS_PER_S_PER_RUNNER = 700
 laptop, measured); only used to size the learning-rate decay of a timed run."""
 LR_DECAY_MINUTES = 15.0
 """By default the learning rate reaches `lr_final` after this much training (or at the end of
-a shorter run) and stays there. Measured on ConvoyEnv with seed 0: decaying over 15 minutes,
-validation-v1 showed 0 collisions and 0 false brakes from minute 12 on; decaying over a full
-hour, the policy at minutes 6-12 (lr still ~2.5e-4) validated at 8-11 collisions in 153 and
-its training collision rate rose from 2% to 4%."""
+a shorter run) and stays there, so most of an hour's checkpoints come from a slowly moving
+policy. Why: with the decay spread over the hour, checkpoints 6 minutes apart swung between 0
+and 4 validation collisions in 153 and 2-13% false braking. Not yet shown better: single runs
+of either schedule differ more between themselves than the schedules do (measured, README)."""
 
 
 @dataclass
