@@ -21,8 +21,6 @@ from roadsense.errors import ConfigError
 OVERRIDE_KEYS = ("loss_scale", "loss_rate", "latency_mean_ms", "jitter_std_ms", "position_std_m")
 MAX_LOSS = 0.99  # a scaled-up bin loss is capped so a link in range never goes dead for good
 N_QUANTILES = 16384  # latency table size: draws are uniform indices into it
-
-
 NOISE_QUANTILES = 1 << 16  # sensor-noise table size: one uint16 draw per value
 
 

@@ -37,7 +37,8 @@ PEER_COUNT, PEER_X, PEER_PAD = "peer_count", "peer_x", "peer_pad"
 """Keys of the observation column the module receives."""
 PEER_INDEX = "peer_index"
 """Optional key of the packed layout: each peer row's sample index (`LeanEnvRunner` adds it,
-made in numpy; torch's `repeat_interleave` costs more than the rest of a batch-4 pass)."""
+made in numpy: ~1 us against ~10 us for torch's `arange` + `repeat_interleave` at batch 4, and
+far more when torch's thread pool is contended; measured)."""
 
 
 def peer_dim_of(space: gym.Space) -> int:
