@@ -140,14 +140,22 @@ class VehicleStates:
                 "leader_id": self.leader_id}
 
 
+_PORT_ATTEMPTS = 5  # ports tried per SUMO start (a bind failure moves to the next)
+_PORT_VECTORS = 64  # vector indices laid out apart before they wrap
+
+
 def derive_port(worker_index: int, vector_index: int, attempt: int) -> int:
     """A TCP port from the worker identity (and this process), not from a racy free-port probe.
 
-    Two workers never compute the same port; a bind failure (someone else's socket) is handled
-    by retrying with the next attempt number.
+    Within one process, distinct (worker, vector, attempt) get distinct ports (up to 64 vector
+    indices and worker indices less than 93 apart; beyond that the span wraps, and evaluation's
+    +10,000 offset still lands apart). The process only sets where its block of ports starts,
+    so another process (another run on this machine) may overlap it: a bind failure (someone
+    else's socket) is handled by retrying with the next attempt number.
     """
-    key = f"{os.getpid()}:{worker_index}:{vector_index}:{attempt}".encode()
-    return _PORT_BASE + zlib.crc32(key) % _PORT_SPAN
+    start = zlib.crc32(str(os.getpid()).encode()) % _PORT_SPAN
+    local = (worker_index * _PORT_VECTORS + vector_index) * _PORT_ATTEMPTS + attempt
+    return _PORT_BASE + (start + local) % _PORT_SPAN
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -298,7 +306,7 @@ class SumoProcess:
         binary = self._binary("sumo-gui" if self.gui else "sumo")
         gui_args = ["--start", "true", "--quit-on-end", "true"] if self.gui else []
         last_error = ""
-        for attempt in range(5):
+        for attempt in range(_PORT_ATTEMPTS):
             port = derive_port(self.worker_index, self.vector_index, attempt)
             fd, self._stderr_path = tempfile.mkstemp(prefix="roadsense-sumo-", suffix=".log")
             with os.fdopen(fd, "wb") as err:
