@@ -33,29 +33,12 @@ class ReceivedMessages:
     def __len__(self) -> int:
         return len(self.send_time_s)
 
-    @property
-    def x(self) -> np.ndarray:
-        return self.content[X]
-
-    @property
-    def y(self) -> np.ndarray:
-        return self.content[Y]
-
-    @property
-    def speed(self) -> np.ndarray:
-        return self.content[SPEED]
-
-    @property
-    def accel(self) -> np.ndarray:
-        return self.content[ACCEL]
-
-    @property
-    def heading_deg(self) -> np.ndarray:
-        return self.content[HEADING]
-
-    @property
-    def yaw_rate(self) -> np.ndarray:
-        return self.content[YAW]
+    x = property(lambda self: self.content[X], doc="content row X (metres)")
+    y = property(lambda self: self.content[Y], doc="content row Y (metres)")
+    speed = property(lambda self: self.content[SPEED], doc="content row SPEED (m/s)")
+    accel = property(lambda self: self.content[ACCEL], doc="content row ACCEL (m/s^2)")
+    heading_deg = property(lambda self: self.content[HEADING], doc="content row HEADING (deg)")
+    yaw_rate = property(lambda self: self.content[YAW], doc="content row YAW (rad/s)")
 
     @property
     def age_s(self) -> np.ndarray:
