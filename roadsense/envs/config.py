@@ -60,7 +60,6 @@ class RewardWeights:
     was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12
     on, but two other runs stayed at 5-15 collisions at minutes 6-19 and trained at a 2% collision
     rate against 0.5% at 1.0 (measured), so the default stays 1.0."""
-
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 

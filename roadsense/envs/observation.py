@@ -64,10 +64,10 @@ def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: flo
     c, s = math.cos(ego_heading_rad), math.sin(ego_heading_rad)
     a = _LINEAR.copy()
     a[0, 0], a[0, 1], a[1, 0], a[1, 1] = c, s, -s, c
-    offset = np.array((-(c * ego_x + s * ego_y), s * ego_x - c * ego_y, -ego_speed, 0.0, 0.0,
-                       0.0, 0.0))
-    rows = a @ msgs.content
-    rows += offset[:, None]
+    offset = np.array((-(c * ego_x + s * ego_y), s * ego_x - c * ego_y, -ego_speed, 0.0))
+    rows = np.empty((PEER_DIM, len(msgs)))
+    np.matmul(a, msgs.content, out=rows[:4])
+    rows[:4] += offset[:, None]
     heading = np.radians(90.0 - msgs.content[HEADING]) + (np.pi - ego_heading_rad)
     np.remainder(heading, 2 * np.pi, out=rows[4])
     rows[4] -= np.pi
@@ -77,8 +77,8 @@ def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: flo
     return rows.T.astype(np.float32)
 
 
-# rows: long, lat, rel_speed, accel, (heading), (age), (hops); columns: the message content
-# (x, y, speed, accel, heading, yaw rate)
-_LINEAR = np.zeros((PEER_DIM, 6))
+# rows: long, lat, rel_speed, accel (heading, age and hops are written apart); columns: the
+# message content (x, y, speed, accel, heading, yaw rate)
+_LINEAR = np.zeros((4, 6))
 _LINEAR[2, SPEED] = 1.0
 _LINEAR[3, ACCEL] = 1.0
