@@ -19,9 +19,9 @@ def test_terms_add_up_and_accumulate() -> None:
 
 
 def test_braking_without_reason_is_penalised_only_when_safe() -> None:
-    calm = RewardTracker(RewardWeights(), 8.0)
-    calm.step(brake=1.0, ttc_s=float("inf"), collision=False, justified=False)
-    assert calm.terms["false_brake"] == pytest.approx(-0.1)
+    calm = RewardTracker(RewardWeights(false_brake=2.0), 8.0)
+    calm.step(brake=0.5, ttc_s=float("inf"), collision=False, justified=False)
+    assert calm.terms["false_brake"] == pytest.approx(-2.0 * 0.5 * 0.1)  # per second
     close = RewardTracker(RewardWeights(), 8.0)
     close.step(brake=1.0, ttc_s=1.0, collision=False, justified=False)
     assert close.terms["false_brake"] == 0.0  # an unsafe gap is a reason
