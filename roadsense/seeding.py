@@ -52,6 +52,12 @@ def worker_seed(
     return int(seq.generate_state(1, dtype=np.uint32)[0] & _MAX_SUMO_SEED)
 
 
+def action_seed(base_seed: int, worker_index: int = 0, purpose: str = "train") -> int:
+    """The seed of an env runner's own action sampler (`LeanEnvRunner`'s numpy policy path)."""
+    seq = _sequence(base_seed, _PURPOSES[purpose], worker_index)  # a key of its own length
+    return int(seq.generate_state(1, dtype=np.uint32)[0] & _MAX_SUMO_SEED)
+
+
 def episode_seeds(
     base_seed: int,
     worker_index: int = 0,

@@ -52,8 +52,9 @@ def app(
     validate_every_minutes: Annotated[float, typer.Option(
         min=0.1, help="how often to validate (also at the end)")] = 6.0,
     lean_sampling: Annotated[bool, typer.Option(
-        help="sample with LeanEnvRunner (RLlib's bookkeeping, no per-step connectors)")
-    ] = False,
+        help="sample with LeanEnvRunner (RLlib's bookkeeping, no per-step connectors, the "
+             "policy in numpy); --no-lean-sampling: RLlib's own loop")
+    ] = True,
     env: Annotated[list[str] | None, typer.Option(
         help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
     final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,

@@ -1,4 +1,5 @@
-"""Policy networks in plain torch; nothing here imports Ray."""
+"""Policy networks in plain torch (and a numpy mirror of the policy path); nothing here
+imports Ray."""
 
 from roadsense.models.deepsets import (
     POOLINGS,
@@ -8,12 +9,14 @@ from roadsense.models.deepsets import (
     packed_from_padded,
     pool_packed,
 )
+from roadsense.models.numpy_policy import NumpyPolicy
 
 __all__ = [
     "POOLINGS",
     "DeepSets",
     "DeepSetsConfig",
     "DeepSetsEncoder",
+    "NumpyPolicy",
     "packed_from_padded",
     "pool_packed",
 ]

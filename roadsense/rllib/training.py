@@ -85,9 +85,11 @@ class TrainSettings:
     training dataset, so selection never sees the test suites. None: the last checkpoint."""
     validate_every_minutes: float = 6.0
     entropy_coeff: float = 0.0
-    lean_sampling: bool = False
-    """Env runners sample with `LeanEnvRunner` (same episodes as RLlib's loop for the same seed,
-    1.1-1.6x its sampling steps/s; the learning bar was measured with RLlib's loop)."""
+    lean_sampling: bool = True
+    """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
+    connector pipelines, the policy's forward pass in numpy (1.5x RLlib's sampling steps/s
+    with 4 envs per runner, 3.3x with one; benchmarks/training.py). False: RLlib's own loop
+    (the learning bar runs before 2026-11-26 04:10 used it)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """EnvConfig fields to override (e.g. {"episode_s": 20.0})."""
     final_eval: bool = True

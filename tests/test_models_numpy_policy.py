@@ -1,0 +1,68 @@
+"""`NumpyPolicy` computes what `DeepSets.policy` computes, for every pooling and activation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from roadsense.models import POOLINGS, DeepSets, DeepSetsConfig, NumpyPolicy
+
+E, F = 3, 7
+
+
+def _net(pooling: str, activation: str, seed: int = 0) -> DeepSets:
+    torch.manual_seed(seed)
+    net = DeepSets(E, F, 2, DeepSetsConfig(pooling=pooling, activation=activation,
+                                           phi_hidden=(32, 16), rho_hidden=(24, 8)))
+    with torch.no_grad():  # the policy head starts near zero (gain 0.01): make it matter
+        net.pi_head.weight.normal_()
+        net.pi_head.bias.normal_()
+    return net
+
+
+def _torch_policy(net: DeepSets, ego: np.ndarray, peers: np.ndarray,
+                  counts: np.ndarray) -> np.ndarray:
+    index = torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts))
+    with torch.no_grad():
+        return net.policy(torch.from_numpy(ego), torch.from_numpy(peers), index).numpy()
+
+
+BATCHES = [(0, 3, 40, 0, 1, 12), (0,), (0, 0, 0), (5,), (40,), (1, 1, 2, 0, 7, 0, 0, 3)]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("activation", ["tanh", "relu", "silu"])
+def test_numpy_policy_matches_the_torch_policy(pooling: str, activation: str) -> None:
+    net = _net(pooling, activation)
+    mirror = NumpyPolicy(net)
+    rng = np.random.default_rng(0)
+    for counts in BATCHES:
+        counts = np.array(counts, np.int64)
+        ego = rng.normal(size=(len(counts), E)).astype(np.float32)
+        peers = rng.normal(size=(int(counts.sum()), F)).astype(np.float32) * 2
+        ours = mirror(ego, peers, counts)
+        assert ours.dtype == np.float32 and ours.shape == (len(counts), 2)
+        np.testing.assert_allclose(ours, _torch_policy(net, ego, peers, counts),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_policy_follows_in_place_weight_updates() -> None:
+    net, other = _net("mean_max", "tanh", seed=0), _net("mean_max", "tanh", seed=1)
+    mirror = NumpyPolicy(net)
+    ego = np.ones((2, E), np.float32)
+    peers = np.linspace(-1, 1, 3 * F, dtype=np.float32).reshape(3, F)
+    counts = np.array([1, 2])
+    before = mirror(ego, peers, counts)
+    net.load_state_dict(other.state_dict())  # RLlib's weight sync copies in place
+    after = mirror(ego, peers, counts)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, _torch_policy(other, ego, peers, counts), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_numpy_policy_refuses_a_layer_it_cannot_mirror() -> None:
+    net = _net("mean", "tanh")
+    net.pi_encoder.phi.append(torch.nn.Dropout(0.1))
+    with pytest.raises(TypeError, match="Dropout"):
+        NumpyPolicy(net)
