@@ -5,8 +5,9 @@ Rows (all measured in this run):
   scatter_reduce) vs a padded-to-maximum implementation of the same network and weights
   (ratio = padded time / ragged time; target >= 1.0x, i.e. not slower);
 - for each sampling loop, RLlib's own (`RoadSenseEnvRunner`) and the lean one
-  (`LeanEnvRunner`, ``build_config(lean_sampling=True)``):
-  - sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores);
+  (`LeanEnvRunner`, ``build_config(lean_sampling=True)``, what `roadsense train` uses):
+  - sampling env steps/s with 2 env runners vs 1 (target >= 1.7x on 2 cores), with 1 sub-env
+    per runner and with 4 (the training default);
   - sampling env steps/s of one env runner vs a plain loop stepping the same vector env
     with constant actions (target >= 0.7x: RLlib's overhead, module inference included, at
     most 30%), with 1 sub-env and with 4 (the first on libsumo, the others on traci, as
@@ -18,10 +19,12 @@ Rows (all measured in this run):
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
 steps cost what SUMO costs; the toy ragged env also works).
 
-Known limit: the policy's forward pass and action sampling (~0.15 ms of torch calls at batch
-1-4, ~0.3-0.5 ms once SUMO steps in between evict the caches, which also slows the env steps)
-cost more than a libsumo ConvoyEnv step (~0.15 ms), so the 1-env row cannot reach 0.7x with
-either loop; the lean loop's own bookkeeping is below 0.1 ms per vector step.
+Known limit: with one sub-env a runner's fixed cost per vector step is of the order of a
+libsumo ConvoyEnv step (~0.17 ms), so the 1-env row cannot reach 0.7x with either loop. In
+RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls; in the
+lean loop (policy in numpy, ~0.04 ms) it is RLlib's episode bookkeeping (``add_env_step``,
+callbacks, the `DictInfoToList` wrapper) and shipping the episodes (~25 us per env step to
+pickle them in the runner, ~8 us to unpickle them in the driver; measured in-process).
 """
 
 from __future__ import annotations
@@ -206,9 +209,13 @@ def _sampling_rows(env_id: str, env_kwargs: dict, quick: bool) -> list[dict]:
             one = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, lean=lean)
             two = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds, lean=lean)
             vec = _sampling_steps_per_s(env_id, env_kwargs, 1, steps, rounds, envs=4, lean=lean)
+            two_vec = _sampling_steps_per_s(env_id, env_kwargs, 2, steps, rounds, envs=4,
+                                            lean=lean)
             rows += [
                 _row(f"sampling steps/s, 2 env runners vs 1 ({name}, {loop})", two, one,
                      two / one, ">= 1.7x", two / one >= 1.7, "steps/s"),
+                _row(f"sampling steps/s, 2 env runners x 4 envs vs 1 x 4 ({name}, {loop})",
+                     two_vec, vec, two_vec / vec, ">= 1.7x", two_vec / vec >= 1.7, "steps/s"),
                 _row(f"sampling steps/s, 1 env runner vs plain env loop ({name}, {loop})", one,
                      plain, one / plain, ">= 0.7x", one / plain >= 0.7, "steps/s"),
                 _row(f"sampling steps/s, 1 env runner x 4 envs vs plain loop over the same 4 "

@@ -33,7 +33,8 @@ CURVE_WINDOW = 20
 """Iterations averaged per point of the learning curve."""
 EXPECTED_STEPS_PER_S_PER_RUNNER = 700
 """Training env steps/s per runner, learner updates included (4 envs per runner, 2-core
-laptop, measured); only used to size the learning-rate decay of a timed run."""
+laptop, measured with RLlib's sampling loop; the lean loop makes ~900, so its decay ends
+after ~12 minutes); only used to size the learning-rate decay of a timed run."""
 LR_DECAY_MINUTES = 15.0
 """By default the learning rate reaches `lr_final` after this much training (or at the end of
 a shorter run) and stays there, so most of an hour's checkpoints come from a slowly moving
