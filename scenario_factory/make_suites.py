@@ -3,8 +3,10 @@
     python -m scenario_factory.make_suites [--root datasets] [--check]
 
 The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
-needed); ``validation-v1``, which `roadsense train` uses to pick its checkpoint, refers to the
-training dataset ``default-v1`` (held-out seeds and hazards, never the test scenarios).
+needed). ``validation-v2``, which `roadsense train` uses to pick its checkpoint, refers to
+``val-v1``: scenarios drawn like the test ones from another seed, neither trained nor tested
+on. ``validation-v1`` (the default before 2026-11-26, kept for old runs) refers to the training
+dataset ``default-v1`` (held-out seeds and hazards on training scenarios).
 Hazard plans, seeds and radio levels come from fixed seeds, so re-running this script writes
 the same files; ``--check`` only compares and exits 1 on a difference. Commit the JSON files;
 bump a suite's version when its content changes on purpose.
@@ -20,13 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from roadsense.data.default import DEFAULT_EVAL_DATASET, DEFAULT_TRAIN_DATASET, ensure_dataset
+from roadsense.data.default import (
+    DEFAULT_EVAL_DATASET,
+    DEFAULT_TRAIN_DATASET,
+    DEFAULT_VALIDATION_DATASET,
+    ensure_dataset,
+)
 from roadsense.data.index import read_index
 from roadsense.data.manager import ScenarioManager
 from roadsense.data.suites import SUITES_DIR
 
 SUITES_SEED = 5150
 VALIDATION_SEED = 6061
+VALIDATION_V2_SEED = 6062
 RADIO_LEVELS: list[dict] = [{}, {"loss_rate": 0.15}, {"loss_rate": 0.30}]
 """Calibrated defaults, then the emulator scaled to 15% and 30% overall loss."""
 
@@ -129,6 +137,32 @@ def draw_validation(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
     }}
 
 
+def draw_validation_v2(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
+    """``validation-v2`` from ``val-v1``'s index rows: every scenario twice with a hazard and
+    twice without, radio levels in turn. Its calm episodes are on unseen roads, where the
+    policies of 2026-11-26 braked for nothing while never doing so on training scenarios."""
+    rng = np.random.default_rng(VALIDATION_V2_SEED)
+    episodes = []
+    for hazard in (True, False):
+        for row in rows:
+            for _ in range(2):
+                episodes.append({
+                    "scenario_id": row["scenario_id"], "seed": _seed(rng),
+                    "hazard": _hazard(rng, row["vehicles_ahead"]) if hazard else None,
+                    "radio": RADIO_LEVELS[len(episodes) % len(RADIO_LEVELS)],
+                })
+    return {"validation-v2": {
+        "name": "validation-v2", "version": "2",
+        "dataset": {"name": DEFAULT_VALIDATION_DATASET, "manifest_hash": manifest_hash},
+        "generated_by": f"scenario_factory/make_suites.py (seed {VALIDATION_V2_SEED})",
+        "description": "Checkpoint selection during training: the val-v1 scenarios (drawn like "
+                       "the test ones, neither trained nor tested on), each twice with a hazard "
+                       "and twice without.",
+        "radio_levels": RADIO_LEVELS,
+        "episodes": episodes,
+    }}
+
+
 def _index_rows(name: str, root: Path, split: str) -> tuple[list[dict], str]:
     mgr = ScenarioManager.from_dataset(ensure_dataset(name, root), split=split)
     table = read_index(mgr.root / "index.parquet")
@@ -144,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     suites = {**draw_suites(*_index_rows(DEFAULT_EVAL_DATASET, args.root, "eval")),
-              **draw_validation(*_index_rows(DEFAULT_TRAIN_DATASET, args.root, "train"))}
+              **draw_validation(*_index_rows(DEFAULT_TRAIN_DATASET, args.root, "train")),
+              **draw_validation_v2(*_index_rows(DEFAULT_VALIDATION_DATASET, args.root, "eval"))}
     changed = []
     for name, suite in suites.items():
         path = args.out / f"{name}.json"

@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 from conftest import roadsense_cli
 
-from roadsense.data import DEFAULT_EVAL_DATASET, ensure_dataset, load_suite
+from roadsense.data import (
+    DEFAULT_EVAL_DATASET,
+    DEFAULT_TRAIN_DATASET,
+    DEFAULT_VALIDATION_DATASET,
+    ScenarioManager,
+    ensure_dataset,
+    load_suite,
+)
+from roadsense.data.manifest import MANIFEST_NAME
 from roadsense.data.index import read_index
-from roadsense.errors import EvalSuiteError
+from roadsense.errors import DatasetError, EvalSuiteError
 from scenario_factory import make_suites
 
 
@@ -53,6 +61,27 @@ def test_standard_suite_spans_peer_counts_ranks_and_radio_levels(root: Path):
     assert max(e.hazard["rank"] for e in suite.episodes) >= 8
     opts = suite.episodes[0].reset_options()
     assert set(opts) == {"scenario_id", "hazard", "radio"}
+
+
+def test_validation_suite_is_on_scenarios_neither_trained_nor_tested_on(root: Path):
+    """validation-v2 (what `roadsense train` picks its checkpoint on) opens on a fresh val-v1;
+    no val-v1 route file is one of the training or test datasets'; training refuses val-v1."""
+    suite = load_suite("validation-v2")
+    assert suite.dataset.name == DEFAULT_VALIDATION_DATASET
+    mgr = suite.open(root)
+    assert mgr.manifest_hash == suite.dataset.manifest_hash
+    calm = [e for e in suite.episodes if e.hazard is None]
+    assert len(calm) == len(suite.episodes) // 2 == 2 * len(mgr.ids)
+
+    def routes(name: str) -> set[str]:
+        files = json.loads((ensure_dataset(name, root) / MANIFEST_NAME).read_text())["files"]
+        return {digest for path, digest in files.items() if path.endswith(".rou.xml")}
+
+    val = routes(DEFAULT_VALIDATION_DATASET)
+    assert len(val) == len(mgr.ids)
+    assert not val & routes(DEFAULT_EVAL_DATASET) and not val & routes(DEFAULT_TRAIN_DATASET)
+    with pytest.raises(DatasetError, match="split"):
+        ScenarioManager.from_dataset(root / DEFAULT_VALIDATION_DATASET, split="train")
 
 
 def test_suite_with_another_dataset_hash_is_refused(root: Path, tmp_path: Path):

@@ -48,7 +48,7 @@ def app(
         "15 minutes of it)")] = None,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
-    ] = "validation-v1",
+    ] = "validation-v2",
     validate_every_minutes: Annotated[float, typer.Option(
         min=0.1, help="how often to validate (also at the end)")] = 6.0,
     lean_sampling: Annotated[bool, typer.Option(

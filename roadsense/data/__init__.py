@@ -5,13 +5,19 @@ list by id for evaluation); manifests are verified once on load. `roadsense.data
 the only module that imports boto3 (lazily).
 """
 
-from roadsense.data.default import DEFAULT_EVAL_DATASET, DEFAULT_TRAIN_DATASET, ensure_dataset
+from roadsense.data.default import (
+    DEFAULT_EVAL_DATASET,
+    DEFAULT_TRAIN_DATASET,
+    DEFAULT_VALIDATION_DATASET,
+    ensure_dataset,
+)
 from roadsense.data.manager import Scenario, ScenarioManager
 from roadsense.data.suites import EvalEpisode, EvalSuite, load_suite
 
 __all__ = [
     "DEFAULT_EVAL_DATASET",
     "DEFAULT_TRAIN_DATASET",
+    "DEFAULT_VALIDATION_DATASET",
     "EvalEpisode",
     "EvalSuite",
     "Scenario",

@@ -2,9 +2,10 @@
 
 ``default-v1`` (training, 156 scenarios: every peer count 0..12 twelve times across the three
 families) and ``eval-v1`` (evaluation, 39 scenarios: each family x peer count once, with a
-radio-less obstacle ahead of every peer-less ego so hazards exist at peer count 0). Generation
-is deterministic, so a fresh clone regenerates the eval dataset with exactly the manifest hash
-that the eval suites record.
+radio-less obstacle ahead of every peer-less ego so hazards exist at peer count 0), and
+``val-v1`` (checkpoint selection, 39 scenarios drawn like ``eval-v1`` from another seed: neither
+trained on nor tested on). Generation is deterministic, so a fresh clone regenerates each
+dataset with exactly the manifest hash that the eval suites record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_DATASET = "default-v1"
 DEFAULT_EVAL_DATASET = "eval-v1"
+DEFAULT_VALIDATION_DATASET = "val-v1"
 
 
 def builtin_settings() -> dict:
@@ -34,6 +36,11 @@ def builtin_settings() -> dict:
         ),
         DEFAULT_EVAL_DATASET: GeneratorSettings(
             dataset_id=DEFAULT_EVAL_DATASET, seed=91, count=39, split="eval",
+            ranges=Ranges(obstacle_ahead_prob_alone=1.0),
+        ),
+        # Split "eval": training (split "train") refuses it, as it refuses the test scenarios.
+        DEFAULT_VALIDATION_DATASET: GeneratorSettings(
+            dataset_id=DEFAULT_VALIDATION_DATASET, seed=7207, count=39, split="eval",
             ranges=Ranges(obstacle_ahead_prob_alone=1.0),
         ),
     }
