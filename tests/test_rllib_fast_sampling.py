@@ -23,7 +23,9 @@ from ray.rllib.core.columns import Columns
 
 from rllib_configs.ppo_convoy import build_config
 from roadsense.rllib import LeanEnvRunner, RaggedObsToModule, RoadSenseEnvRunner, pack_observations
+from roadsense.rllib.lean_runner import ListSteps
 from roadsense.rllib.toy_env import PEER_DIM, TOY_ENV_ID
+from roadsense.rllib.vector_env import RaggedVectorEnv
 
 SMALL_MODEL = {"phi_hidden": (32, 32), "rho_hidden": (32,)}
 TOY = dict(env_id=TOY_ENV_ID, num_env_runners=0, model=SMALL_MODEL, seed=3)
@@ -59,15 +61,17 @@ def _assert_same_episode(ours, theirs) -> None:
                     theirs.get_observations(slice(0, len(theirs) + 1)), strict=True):
         np.testing.assert_array_equal(a["ego"], b["ego"])
         np.testing.assert_array_equal(a["peers"], b["peers"])
+    # The lean loop ships actions and model outputs as arrays (RLlib: lists of per-step
+    # values) and rewards as floats (RLlib: numpy scalars): same values, same dtypes.
     for a, b in zip(ours.get_actions(whole), theirs.get_actions(whole), strict=True):
-        assert type(a) is type(b) and a.dtype == b.dtype
+        assert np.asarray(a).dtype == np.asarray(b).dtype
         np.testing.assert_array_equal(a, b)
     assert list(ours.get_rewards(whole)) == list(theirs.get_rewards(whole))
     assert ours.get_infos(slice(0, len(ours) + 1)) == theirs.get_infos(slice(0, len(theirs) + 1))
     for key in EXTRA_COLUMNS:
         for a, b in zip(ours.get_extra_model_outputs(key, whole),
                         theirs.get_extra_model_outputs(key, whole), strict=True):
-            assert type(a) is type(b)
+            assert np.asarray(a).dtype == np.asarray(b).dtype
             np.testing.assert_array_equal(a, b)
 
 
@@ -87,6 +91,28 @@ def test_lean_loop_samples_the_episodes_rllib_samples(ray_local: None) -> None:
     config = dict(TOY, num_envs_per_env_runner=2)
     _assert_same_rounds(_sample_rounds(TorchLeanEnvRunner, rounds, **config),
                         _sample_rounds(RoadSenseEnvRunner, rounds, **config))
+
+
+@pytest.mark.timeout(300)
+def test_lean_loop_steps_without_batching_and_ships_compact_chunks(ray_local: None) -> None:
+    algo = build_config(lean_sampling=True, **dict(TOY, num_envs_per_env_runner=2)).build_algo()
+    try:
+        runner = algo.env_runner
+        assert isinstance(runner.env, ListSteps)
+        assert isinstance(runner.env.unwrapped, RaggedVectorEnv)
+        episodes = runner.sample(num_timesteps=50)
+        assert sum(len(e) for e in episodes) == 50
+        for e in episodes:  # one array per column, not one object per step
+            assert e.actions.finalized
+            assert all(b.finalized for b in e.extra_model_outputs.values())
+            assert not e.is_numpy and not e.observations.finalized  # ragged: lists
+            assert all(type(r) is float for r in e.get_rewards())
+            e.validate()
+        # The learner connectors take them: one PPO update on a fresh batch.
+        result = algo.train()
+        assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0
+    finally:
+        algo.stop()
 
 
 @pytest.mark.timeout(300)

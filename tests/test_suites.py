@@ -17,8 +17,8 @@ from roadsense.data import (
     ensure_dataset,
     load_suite,
 )
-from roadsense.data.manifest import MANIFEST_NAME
 from roadsense.data.index import read_index
+from roadsense.data.manifest import MANIFEST_NAME
 from roadsense.errors import DatasetError, EvalSuiteError
 from scenario_factory import make_suites
 

@@ -36,7 +36,8 @@ def _histogram(manifest: dict) -> str:
 
 @app.command()
 def generate(
-    preset: Annotated[str | None, typer.Option(help="A built-in dataset (default-v1, eval-v1, val-v1).")]
+    preset: Annotated[str | None, typer.Option(
+        help="A built-in dataset (default-v1, eval-v1, val-v1).")]
     = None,
     dataset_id: Annotated[str | None, typer.Option("--id", help="Dataset id (folder name).")]
     = None,

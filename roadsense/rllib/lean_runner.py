@@ -23,10 +23,15 @@ direct calls per vector step:
 3. the env gets the actions unsquashed (``normalize_actions``) or clipped (``clip_actions``)
    as `NormalizeAndClipActions` does; the episode keeps the raw sampled action, with
    ``action_dist_inputs``, ``action_logp`` (and any other module output) and
-   ``weights_seq_no`` as extra model outputs, the same types RLlib stores;
-4. the episode bookkeeping of RLlib's loop, unchanged: next-step autoreset, ``on_episode_*``
+   ``weights_seq_no`` as extra model outputs, the values and dtypes RLlib stores;
+4. the env is stepped through `ListSteps`: `RaggedVectorEnv.step_lists` hands over each
+   sub-env's observation and info as they are, where the gymnasium API would batch them into
+   dicts of arrays (and RLlib's `DictInfoToList` and `unbatch` split them again);
+5. the episode bookkeeping of RLlib's loop, unchanged: next-step autoreset, ``on_episode_*``
    callbacks with RLlib's arguments, chunks cut at the end of a call and continued by the
-   next, `prev_episode_chunks`, the sampled-step and episode metrics.
+   next, `prev_episode_chunks`, the sampled-step and episode metrics;
+6. the returned chunks carry their actions and model outputs as arrays (`_compact`), so
+   shipping them to the learner pickles one array per column instead of one per step.
 
 Dropped on purpose: the env-to-module and module-to-env connector pipelines are not called
 while sampling (only resets still go through the env-to-module pipeline), so the runner
@@ -39,8 +44,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.wrappers.vector import DictInfoToList
 from ray.rllib.connectors.env_to_module import (
     AddObservationsFromEpisodesToBatch,
     AddStatesFromEpisodesToBatch,
@@ -81,6 +88,7 @@ from roadsense.rllib.connectors import (
 )
 from roadsense.rllib.env_runner import RoadSenseEnvRunner
 from roadsense.rllib.module import DeepSetsRLModule
+from roadsense.rllib.vector_env import RaggedVectorEnv
 from roadsense.seeding import action_seed
 
 LEAN_ENV_TO_MODULE = (RaggedObsToModule, AddObservationsFromEpisodesToBatch,
@@ -101,6 +109,35 @@ def _unbatch(observations: Any) -> list[Any]:
         n = len(next(iter(observations.values())))
         return [{k: v[i] for k, v in observations.items()} for i in range(n)]
     return unbatch(observations)
+
+
+def _bounded_float_box(space: gym.Space) -> bool:
+    return (isinstance(space, gym.spaces.Box) and space.dtype in (np.float32, np.float64)
+            and bool(np.all(space.bounded_below)) and bool(np.all(space.bounded_above)))
+
+
+def _compact(episode: SingleAgentEpisode) -> SingleAgentEpisode:
+    """The episode with its actions and model outputs as arrays: one pickle each on the way to
+    the learner instead of one per step (they were ~40% of an episode chunk's pickling time).
+    Observations (ragged) and infos stay lists, as RLlib keeps them with
+    ``episodes_to_numpy=False``; rewards stay a list too (RLlib treats an episode whose rewards
+    are an array as all-numpy, `is_numpy`), of Python floats, which pickle ~10x faster than
+    numpy scalars."""
+    episode.actions.finalize()
+    for buffer in episode.extra_model_outputs.values():
+        buffer.finalize()
+    return episode
+
+
+class ListSteps(gym.vector.VectorWrapper):
+    """`LeanEnvRunner`'s view of a `RaggedVectorEnv` behind RLlib's `DictInfoToList`: `step`
+    returns each sub-env's observation and info in lists (`RaggedVectorEnv.step_lists`) instead
+    of batching them into dicts of arrays that the runner would split again; `reset` and the
+    rest go through RLlib's wrapper unchanged."""
+
+    def step(self, actions: np.ndarray) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray,
+                                                 list[dict]]:
+        return self.env.unwrapped.step_lists(actions)
 
 
 class LeanEnvRunner(RoadSenseEnvRunner):
@@ -135,6 +172,15 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             self._action_seed = {"worker_index": worker, "vector_index": -1, "purpose": purpose,
                                  "rebuild": 0, "seed": seed, "stream": "actions"}
 
+    def make_env(self) -> None:
+        super().make_env()
+        # Only RLlib's info wrapper may sit between the runner and our vector env: its step
+        # is the only one that `ListSteps` skips.
+        if type(self.env) is DictInfoToList and type(self.env.env) is RaggedVectorEnv:
+            self.env = ListSteps(self.env)
+        space = self.env.single_action_space
+        self._box_bounds = (space.low, space.high) if _bounded_float_box(space) else None
+
     def _numpy_eligible(self) -> bool:
         module = self.module
         return (self.numpy_policy and type(module) is DeepSetsRLModule and not self._on_gpu
@@ -159,11 +205,15 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             actions, extra = self._numpy_actions(packed, explore)
         else:
             actions, extra = self._torch_actions(packed, explore, t)
-        struct = get_base_struct_from_space(self.env.single_action_space)
+        space = self.env.single_action_space
         if self.config.normalize_actions:
-            for_env = unsquash_action(actions, struct)
+            if self._box_bounds is not None:  # RLlib's `unsquash_action`, without a tree walk
+                low, high = self._box_bounds
+                for_env = np.clip(low + (actions + 1.0) * (high - low) / 2.0, low, high)
+            else:
+                for_env = unsquash_action(actions, get_base_struct_from_space(space))
         elif self.config.clip_actions:
-            for_env = clip_action(actions, struct)
+            for_env = clip_action(actions, get_base_struct_from_space(space))
         else:
             for_env = actions
         return actions, for_env, extra
@@ -174,11 +224,14 @@ class LeanEnvRunner(RoadSenseEnvRunner):
         out = self._policy(packed[EGO], packed[PEER_X], packed[PEER_COUNT])
         log_std_param = self.module.log_std
         if log_std_param is not None:  # free log-stds: one parameter per action dimension
-            log_std = np.broadcast_to(log_std_param.detach().numpy(), out.shape)
-            inputs = np.concatenate([out, log_std], axis=1)
+            n = out.shape[1]
+            inputs = np.empty((len(out), 2 * n), np.float32)
+            inputs[:, :n] = out
+            inputs[:, n:] = log_std_param.detach().numpy()
         else:
             inputs = out
-        mean, log_std = np.split(inputs, 2, axis=1)
+        n = inputs.shape[1] // 2  # slices, not np.split: this runs every vector step
+        mean, log_std = inputs[:, :n], inputs[:, n:]
         if explore:
             z = self._action_rng.standard_normal(mean.shape, dtype=np.float32)
             actions = mean + np.exp(log_std) * z
@@ -251,7 +304,8 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 self._reset_envs_and_episodes(explore)
                 continue
             observations, rewards, terminateds, truncateds, infos = results
-            observations = _unbatch(observations)
+            if not isinstance(self.env, ListSteps):
+                observations = _unbatch(observations)
             episodes = self._ongoing_episodes
             started = [not e.is_reset for e in episodes]
             for i, episode in enumerate(episodes):
@@ -264,7 +318,7 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 episode.add_env_step(
                     observation=observations[i],
                     action=actions[i],
-                    reward=rewards[i],
+                    reward=float(rewards[i]),
                     infos=infos[i],
                     terminated=terminateds[i],
                     truncated=truncateds[i],
@@ -282,7 +336,7 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 eps += 1
                 self._make_on_episode_callback("on_episode_end", i, episodes)
                 done_episodes.append(
-                    episodes[i].to_numpy() if self.episodes_to_numpy else episodes[i]
+                    episodes[i].to_numpy() if self.episodes_to_numpy else _compact(episodes[i])
                 )
                 self._new_episode(i, episodes)
                 if num_episodes is not None and eps >= num_episodes:
@@ -300,7 +354,7 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                     continue
                 e.validate()
                 self._ongoing_episodes_for_metrics[e.id_].append(e)
-                ongoing_episodes.append(e.to_numpy() if self.episodes_to_numpy else e)
+                ongoing_episodes.append(e.to_numpy() if self.episodes_to_numpy else _compact(e))
             self._ongoing_episodes = continuations
 
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)

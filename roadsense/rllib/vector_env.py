@@ -175,6 +175,13 @@ class RaggedVectorEnv(VectorEnv):
         return self._batch_obs([r[0] for r in results]), self._batch_infos([r[1] for r in results])
 
     def step(self, actions):
+        obs_list, rewards, terminated, truncated, infos = self.step_lists(actions)
+        return self._batch_obs(obs_list), rewards, terminated, truncated, self._batch_infos(infos)
+
+    def step_lists(self, actions) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray,
+                                             list[dict]]:
+        """`step` without batching: each sub-env's observation and info, in lists (what an
+        env runner unbatches `step`'s dicts back into; `LeanEnvRunner` calls this)."""
         n = self.num_envs
         obs_list: list[Any] = [None] * n
         rewards = np.zeros(n, np.float64)
@@ -198,7 +205,7 @@ class RaggedVectorEnv(VectorEnv):
             )
             self._last_obs[i] = obs
             self._needs_reset[i] = bool(term or trunc)
-        return self._batch_obs(obs_list), rewards, terminated, truncated, self._batch_infos(infos)
+        return obs_list, rewards, terminated, truncated, infos
 
     def close_extras(self, **kwargs: Any) -> None:
         errors = []
