@@ -93,8 +93,8 @@ class TrainSettings:
     entropy_coeff: float = 0.0
     lean_sampling: bool = True
     """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
-    connector pipelines, the policy's forward pass in numpy (1.4-1.5x RLlib's sampling steps/s
-    with 4 envs per runner, 2.9-3.3x with one, in two runs of benchmarks/training.py).
+    connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
+    4 envs per runner, 4.5x with one, benchmarks/training.py on 2026-11-26).
     False: RLlib's own loop (the learning bar runs before 2026-11-26 04:10 used it)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """EnvConfig fields to override (e.g. {"episode_s": 20.0})."""
