@@ -87,7 +87,7 @@ class TrainSettings:
     trained nor tested on, so its false braking estimates the test suite's: on 26 checkpoints
     of one hour-long run it counted 2-6 of 78 calm episodes where `no-hazard-v1` counted 2-9,
     while `validation-v1` (training scenarios, the default before 2026-11-26) counted 0-2 of
-    52. Per checkpoint the two counts hardly agree (single brake blips on different roads):
+    52 at that run's 10 validations. Per checkpoint the two counts hardly agree (single brake blips on different roads):
     selection cannot separate checkpoints one false brake apart."""
     validate_every_minutes: float = 6.0
     entropy_coeff: float = 0.0
