@@ -51,7 +51,8 @@ class RewardWeights:
     episodes on training scenarios (measured on 20 checkpoints of one run): braking when
     nothing happens was too cheap to stay clear of the threshold on scenarios never seen.
     At 3.0 three hour-long runs ended at 0, 0 and 1 collisions in 234 and 1, 3 and 1 false
-    brakes in 78 (seeds 0, 1, 2; README, learning bar)."""
+    brakes in 78 (seeds 0, 1, 2), and a fourth (seed 3) never learned to brake on hazards
+    (README, learning bar)."""
     false_brake_onset: float = 0.0
     """Once per start of braking while no hazard is under way (unsafe ttc is no excuse here),
     matching how evaluation counts false braking (any braking in a no-hazard episode). Off by
