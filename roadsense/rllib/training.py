@@ -87,8 +87,8 @@ class TrainSettings:
     trained nor tested on, so its false braking estimates the test suite's: on 26 checkpoints
     of one hour-long run it counted 2-6 of 78 calm episodes where `no-hazard-v1` counted 2-9,
     while `validation-v1` (training scenarios, the default before 2026-11-26) counted 0-2 of
-    52 at that run's 10 validations. Per checkpoint the two counts hardly agree (single brake blips on different roads):
-    selection cannot separate checkpoints one false brake apart."""
+    52 at that run's 10 validations. Per checkpoint the two counts hardly agree (single brake
+    blips on different roads): selection cannot separate checkpoints one false brake apart."""
     validate_every_minutes: float = 6.0
     entropy_coeff: float = 0.0
     lean_sampling: bool = True
@@ -305,6 +305,7 @@ def train(settings: TrainSettings,
         if resumed:
             ckpt = _checkpoints(store.local)[-1]
             algo.restore_from_path(str(ckpt))
+            _forget_after(manifest, int((ckpt / "DONE").read_text()))
             log.info("resumed %s from %s", run_id, ckpt.name)
         started = time.monotonic()
         budget_s = settings.budget_minutes * 60 if settings.budget_minutes else None
@@ -367,6 +368,22 @@ def train(settings: TrainSettings,
     store.sync()
     manifest["storage"] = store.where
     return manifest
+
+
+def _forget_after(manifest: dict, iteration: int) -> None:
+    """Drop the records of iterations after the checkpoint a resume starts from: they are
+    redone. A kill while a checkpoint uploads can leave the manifest ahead of the last whole
+    checkpoint (seen once: iteration 3 recorded twice)."""
+    manifest["evaluations"] = [e for e in manifest.get("evaluations", [])
+                               if e["iteration"] <= iteration]
+    if "validations" in manifest:
+        kept = [v for v in manifest["validations"] if v["iteration"] <= iteration]
+        manifest["validations"] = kept
+        if kept:
+            best = min(kept, key=lambda v: (v["score"], -v["iteration"]))
+            manifest["selected_checkpoint"] = best["checkpoint"]
+        else:
+            manifest.pop("selected_checkpoint", None)
 
 
 def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: IterationReport,
