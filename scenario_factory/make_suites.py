@@ -125,16 +125,11 @@ def draw_validation(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
          "radio": RADIO_LEVELS[i % len(RADIO_LEVELS)]}
         for i, row in enumerate(rows[::3])
     ]
-    return {"validation-v1": {
-        "name": "validation-v1", "version": "1",
-        "dataset": {"name": DEFAULT_TRAIN_DATASET, "manifest_hash": manifest_hash},
-        "generated_by": f"scenario_factory/make_suites.py (seed {VALIDATION_SEED})",
-        "description": "Checkpoint selection during training: training scenarios with held-out "
-                       "seeds and hazards (never the test suites' scenarios); every scenario "
-                       "once with a hazard (if a car is ahead), every third once without.",
-        "radio_levels": RADIO_LEVELS,
-        "episodes": episodes,
-    }}
+    return _validation_suite(
+        "validation-v1", "1", DEFAULT_TRAIN_DATASET, manifest_hash, VALIDATION_SEED,
+        "Checkpoint selection during training: training scenarios with held-out seeds and "
+        "hazards (never the test suites' scenarios); every scenario once with a hazard (if a car "
+        "is ahead), every third once without.", episodes)
 
 
 def draw_validation_v2(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
@@ -151,13 +146,19 @@ def draw_validation_v2(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
                     "hazard": _hazard(rng, row["vehicles_ahead"]) if hazard else None,
                     "radio": RADIO_LEVELS[len(episodes) % len(RADIO_LEVELS)],
                 })
-    return {"validation-v2": {
-        "name": "validation-v2", "version": "2",
-        "dataset": {"name": DEFAULT_VALIDATION_DATASET, "manifest_hash": manifest_hash},
-        "generated_by": f"scenario_factory/make_suites.py (seed {VALIDATION_V2_SEED})",
-        "description": "Checkpoint selection during training: the val-v1 scenarios (drawn like "
-                       "the test ones, neither trained nor tested on), each twice with a hazard "
-                       "and twice without.",
+    return _validation_suite(
+        "validation-v2", "2", DEFAULT_VALIDATION_DATASET, manifest_hash, VALIDATION_V2_SEED,
+        "Checkpoint selection during training: the val-v1 scenarios (drawn like the test ones, "
+        "neither trained nor tested on), each twice with a hazard and twice without.", episodes)
+
+
+def _validation_suite(name: str, version: str, dataset: str, manifest_hash: str, seed: int,
+                      description: str, episodes: list[dict]) -> dict[str, dict]:
+    return {name: {
+        "name": name, "version": version,
+        "dataset": {"name": dataset, "manifest_hash": manifest_hash},
+        "generated_by": f"scenario_factory/make_suites.py (seed {seed})",
+        "description": description,
         "radio_levels": RADIO_LEVELS,
         "episodes": episodes,
     }}

@@ -370,6 +370,11 @@ def train(settings: TrainSettings,
     return manifest
 
 
+def _best_validation(validations: list[dict]) -> dict:
+    """The lowest score; the later checkpoint on a tie."""
+    return min(validations, key=lambda v: (v["score"], -v["iteration"]))
+
+
 def _forget_after(manifest: dict, iteration: int) -> None:
     """Drop the records of iterations after the checkpoint a resume starts from: they are
     redone. A kill while a checkpoint uploads can leave the manifest ahead of the last whole
@@ -380,8 +385,7 @@ def _forget_after(manifest: dict, iteration: int) -> None:
         kept = [v for v in manifest["validations"] if v["iteration"] <= iteration]
         manifest["validations"] = kept
         if kept:
-            best = min(kept, key=lambda v: (v["score"], -v["iteration"]))
-            manifest["selected_checkpoint"] = best["checkpoint"]
+            manifest["selected_checkpoint"] = _best_validation(kept)["checkpoint"]
         else:
             manifest.pop("selected_checkpoint", None)
 
@@ -435,7 +439,7 @@ def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: 
              "score": validation_score(summary),
              "seconds": round(time.monotonic() - started, 1)}
     manifest.setdefault("validations", []).append(entry)
-    best = min(manifest["validations"], key=lambda v: (v["score"], -v["iteration"]))
+    best = _best_validation(manifest["validations"])
     manifest["selected_checkpoint"] = best["checkpoint"]
     log.info("validation of %s on %s: collisions %.1f%%, false braking %.1f%% (%.0f s); "
              "best so far %s", folder.name, settings.validation_suite,
