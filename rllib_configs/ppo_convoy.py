@@ -36,6 +36,7 @@ from roadsense.rllib import (
     learner_pieces,
     register_vector_env,
 )
+from roadsense.rllib.env_runner import REWARD_SCHEDULE, check_reward_schedule
 
 STOP = {"training_iteration": 200}
 """Stop criteria of a full run."""
@@ -79,6 +80,7 @@ def build_config(
     evaluation_duration: int = 10,
     identity_kwarg: str | None = None,
     lean_sampling: bool = False,
+    reward_schedule: dict[str, list[list[float]]] | None = None,
 ) -> PPOConfig:
     """One PPOConfig chain: ragged vector env, our connectors, Deep Sets module, callbacks.
 
@@ -90,6 +92,8 @@ def build_config(
     (``{worker_index, vector_index, purpose}``; ConvoyEnv's is ``identity``).
     `lean_sampling`: env runners sample with `LeanEnvRunner` (RLlib's bookkeeping without its
     connector pipelines, several times faster per step) instead of RLlib's own loop.
+    `reward_schedule`: reward weight name -> ``[[env steps, weight], ...]`` (linear in
+    between), applied to the training sub-envs by the env runners (ConvoyEnv's weights).
     """
     env_config = {
         "env_id": env_id,
@@ -98,6 +102,8 @@ def build_config(
         "seed": int(seed),
         "identity_kwarg": identity_kwarg,
     }
+    if reward_schedule:
+        env_config[REWARD_SCHEDULE] = check_reward_schedule(reward_schedule)
     config = (
         PPOConfig()
         .environment(env=register_vector_env(), env_config=env_config)

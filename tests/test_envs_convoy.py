@@ -135,6 +135,24 @@ def test_no_hazard_episode_and_false_braking(env: ConvoyEnv) -> None:
     assert info["reward_terms"]["false_brake"] < 0
 
 
+def test_reward_weights_change_from_the_next_episode(env: ConvoyEnv) -> None:
+    def false_brake_term() -> float:
+        env.reset(seed=0, options={"hazard": None})
+        for _ in range(20):
+            *_, info = env.step(np.array([0.9], np.float32))
+        return info["reward_terms"]["false_brake"]
+
+    full = false_brake_term()
+    env.reset(seed=0, options={"hazard": None})
+    env.set_reward_weights(false_brake=env.config.reward.false_brake / 3)
+    for _ in range(20):  # the episode under way keeps the weights it started with
+        *_, info = env.step(np.array([0.9], np.float32))
+    assert info["reward_terms"]["false_brake"] == full
+    assert false_brake_term() == pytest.approx(full / 3, rel=1e-9)
+    with pytest.raises(ConfigError, match="unknown reward weights \\['false_brak'\\]"):
+        env.set_reward_weights(false_brak=1.0)
+
+
 def test_bad_inputs(env: ConvoyEnv) -> None:
     with pytest.raises(ConfigError, match="unknown reset options"):
         env.reset(seed=0, options={"hazzard": None})

@@ -141,3 +141,41 @@ def test_checkpoint_round_trip_restores_the_module(ray_local: None, tmp_path) ->
     finally:
         restored.stop()
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_reward_schedule_follows_the_runs_env_steps_in_every_sub_env(ray_local: None) -> None:
+    from roadsense.errors import ConfigError
+    from roadsense.rllib.env_runner import scheduled_weights
+
+    schedule = {"false_brake": [[0, 1.0], [400, 1.0], [1600, 3.0]]}
+    with pytest.raises(ConfigError, match="reward schedule of 'false_brake'"):
+        build_config(reward_schedule={"false_brake": [[800, 1.0], [400, 3.0]]})
+    config = build_config(env_id="roadsense/Convoy-v0", num_env_runners=1,
+                          num_envs_per_env_runner=2, train_batch_size=400, minibatch_size=200,
+                          num_epochs=1, model=SMALL_MODEL, seed=4, lean_sampling=True,
+                          identity_kwarg="identity",  # sub-env 1 on traci (libsumo: one a process)
+                          reward_schedule=schedule)
+    algo = config.build_algo()
+
+    def weights() -> list[tuple[int, list[float]]]:
+        return algo.env_runner_group.foreach_env_runner(
+            lambda r: (r.num_env_steps_sampled_lifetime,
+                       [e.unwrapped.config.reward.false_brake for e in r.env.unwrapped.envs]),
+            local_env_runner=False)
+
+    try:
+        seen = [weights()[0]]
+        for _ in range(4):
+            algo.train()
+            seen.append(weights()[0])
+    finally:
+        algo.stop()
+    assert seen[0] == (0, [1.0, 1.0])
+    steps = [s for s, _ in seen]
+    assert steps == sorted(steps) and steps[-1] >= 1600
+    for step, per_env in seen:
+        want = scheduled_weights(schedule, step)["false_brake"]
+        assert per_env == [pytest.approx(want)] * 2, (step, per_env)
+    assert any(1.0 < w[0] < 3.0 for _, w in seen) and seen[-1][1] == [3.0, 3.0]

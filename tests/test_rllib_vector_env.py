@@ -181,3 +181,12 @@ def test_toy_env_optimal_policy_beats_random() -> None:
         if term or trunc:
             obs, _ = env.reset()
     assert total_opt / n == pytest.approx(1.0)
+
+
+def test_reward_weights_need_envs_that_take_them() -> None:
+    env = _make(2)
+    try:
+        with pytest.raises(ConfigError, match="ToyRaggedEnv has no set_reward_weights"):
+            env.unwrapped.set_reward_weights({"false_brake": 1.0})
+    finally:
+        env.close()

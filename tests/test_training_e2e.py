@@ -64,8 +64,14 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
         ("iter_000002", "smoke")]
     assert first["selected_checkpoint"] == "iter_000002"
     # the learning rate falls linearly over the run's 2 x 300 steps
-    lrs = [json.loads(line)["lr"] for line in (run_dir / "progress.jsonl").open()]
-    assert lrs[0] < 3e-4 and lrs[1] < lrs[0]
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").open()]
+    assert rows[0]["lr"] < 3e-4 and rows[1]["lr"] < rows[0]["lr"]
+    # the false-braking penalty: 1.0 until 40% of the decay (240 steps), 3.0 from 80% (480)
+    # (iteration 2 samples with the weight at the step count iteration 1 ended on)
+    ramp = 1.0 + 2.0 * (rows[0]["env_steps"] - 240) / 240
+    assert 1.0 < ramp < 3.0
+    assert [r["reward_weights"] for r in rows] == [{"false_brake": 1.0},
+                                                   {"false_brake": pytest.approx(ramp)}]
 
     again = train(TrainSettings(storage=storage, iterations=3, resume=True, **TINY))
     assert again["run_id"] == first["run_id"]
@@ -132,3 +138,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     assert TrainSettings(budget_minutes=5).lr_schedule(runners=2)[1][0] == 5 * per_minute
     assert TrainSettings(budget_minutes=60).lr_schedule(runners=2)[1] == [
         int(LR_DECAY_MINUTES * per_minute), 3e-5]
+    decay = int(LR_DECAY_MINUTES * per_minute)
+    assert TrainSettings(budget_minutes=60).reward_schedule(runners=2, false_brake=3.0) == {
+        "false_brake": [[0, 1.0], [int(0.4 * decay), 1.0], [int(0.8 * decay), 3.0]]}
+    assert TrainSettings(false_brake_start=None).reward_schedule(2, false_brake=3.0) is None
+    assert TrainSettings(false_brake_start=3.0).reward_schedule(2, false_brake=3.0) is None
+    with pytest.raises(ConfigError, match="--false-brake-start"):
+        TrainSettings(false_brake_start=-1.0).validate()

@@ -46,6 +46,10 @@ def app(
     lr_decay_steps: Annotated[int | None, typer.Option(
         min=1, help="env steps of the decay (default: the run's expected length, at most "
         "15 minutes of it)")] = None,
+    false_brake_start: Annotated[float, typer.Option(
+        min=0.0, help="false-braking penalty weight at the start, raised to the env's (3.0) "
+        "over 40-80% of the learning-rate decay (give the env's weight to keep it "
+        "throughout)")] = 1.0,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
     ] = "validation-v2",
@@ -86,7 +90,8 @@ def app(
         num_epochs=num_epochs, lr=lr, lr_final=lr_final or None, lr_decay_steps=lr_decay_steps,
         validation_suite=None if validation_suite.lower() == "none" else validation_suite,
         validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
-        env_overrides=overrides, final_eval=final_eval)
+        env_overrides=overrides, final_eval=final_eval,
+        false_brake_start=false_brake_start)
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -296,6 +297,19 @@ class ConvoyEnv(gym.Env):
         """Mean wall time of a SUMO step this episode (kept out of `info`, which must be
         identical for identical seeds)."""
         return 1000.0 * self._sumo_s / max(1, self._steps)
+
+    def set_reward_weights(self, **weights: float) -> None:
+        """Change reward weights (fields of `RewardWeights`) from the next episode on: one
+        episode is scored with one set. The training's reward schedule calls it between
+        iterations (see `roadsense.rllib.env_runner`)."""
+        known = {f.name for f in dataclasses.fields(self.config.reward)}
+        unknown = sorted(set(weights) - known)
+        if unknown:
+            raise ConfigError(f"unknown reward weights {unknown}",
+                              fix=f"use some of {sorted(known)}")
+        reward = dataclasses.replace(self.config.reward,
+                                     **{k: float(v) for k, v in weights.items()})
+        self.config = dataclasses.replace(self.config, reward=reward)
 
     def close(self) -> None:
         if self._sim is not None:

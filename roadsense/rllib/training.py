@@ -31,10 +31,13 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 CURVE_WINDOW = 20
 """Iterations averaged per point of the learning curve."""
-EXPECTED_STEPS_PER_S_PER_RUNNER = 700
+EXPECTED_STEPS_PER_S_PER_RUNNER = 1000
 """Training env steps/s per runner, learner updates included (4 envs per runner, 2-core
-laptop, measured with RLlib's sampling loop; the lean loop makes ~900, so its decay ends
-after ~12 minutes); only used to size the learning-rate decay of a timed run."""
+laptop, lean loop: an hour-long run made 7.4 M steps with 2 runners, i.e. ~1,030); only used
+to size the schedules of a timed run. Until 2026-11-26 it was 700, RLlib's loop's rate, so with
+the lean loop the decay ended after ~10 minutes instead of `LR_DECAY_MINUTES`."""
+EXPECTED_STEPS_PER_S_PER_RUNNER_RLLIB_LOOP = 700
+"""The same with RLlib's own sampling loop (``lean_sampling=False``)."""
 LR_DECAY_MINUTES = 15.0
 """By default the learning rate reaches `lr_final` after this much training (or at the end of
 a shorter run) and stays there, so most of an hour's checkpoints come from a slowly moving
@@ -91,6 +94,15 @@ class TrainSettings:
     blips on different roads): selection cannot separate checkpoints one false brake apart."""
     validate_every_minutes: float = 6.0
     entropy_coeff: float = 0.0
+    false_brake_start: float | None = 1.0
+    """Weight of the false-braking penalty at the start; it stays there for the first 40% of
+    the learning-rate decay (`lr_decay_steps`) and rises linearly to the env's weight
+    (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout). Why:
+    at 3.0 from the start, PPO pushed the brake down in every state before it had learned
+    which ones carry a hazard message, and one run in four (seed 3) never learned to brake
+    on hazards within the hour; two others took 12 and 27 minutes to start (README, learning
+    bar). At 1.0 the braking came within 5-10 minutes, but an hour's policies braked in 4-11
+    of the 78 `no-hazard-v1` episodes."""
     lean_sampling: bool = True
     """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
     connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
@@ -102,20 +114,38 @@ class TrainSettings:
     eval_no_hazard_suite: str | None = "no-hazard-v1"
     dataset_root: str = "datasets"
 
+    def decay_steps(self, runners: int) -> int:
+        """Env steps of the learning-rate decay: `lr_decay_steps`, or the run's expected
+        length (`iterations` x batch, or the budget at the expected rate), at most
+        `LR_DECAY_MINUTES` of training."""
+        if self.lr_decay_steps is not None:
+            return int(self.lr_decay_steps)
+        per_s = (EXPECTED_STEPS_PER_S_PER_RUNNER if self.lean_sampling
+                 else EXPECTED_STEPS_PER_S_PER_RUNNER_RLLIB_LOOP)
+        rate = 60 * per_s * max(1, runners)  # steps per minute
+        expected = [int(LR_DECAY_MINUTES * rate)]
+        if self.iterations is not None:
+            expected.append(self.iterations * self.train_batch_size)
+        if self.budget_minutes is not None:
+            expected.append(int(self.budget_minutes * rate))
+        return min(expected)
+
     def lr_schedule(self, runners: int) -> float | list[list[float]]:
         """RLlib's `lr`: a constant, or [[0, lr], [decay steps, lr_final]] (linear)."""
         if self.lr_final is None:
             return self.lr
-        steps = self.lr_decay_steps
-        if steps is None:
-            rate = 60 * EXPECTED_STEPS_PER_S_PER_RUNNER * max(1, runners)  # steps per minute
-            expected = [int(LR_DECAY_MINUTES * rate)]
-            if self.iterations is not None:
-                expected.append(self.iterations * self.train_batch_size)
-            if self.budget_minutes is not None:
-                expected.append(int(self.budget_minutes * rate))
-            steps = min(expected)
-        return [[0, self.lr], [int(steps), self.lr_final]]
+        return [[0, self.lr], [self.decay_steps(runners), self.lr_final]]
+
+    def reward_schedule(self, runners: int, false_brake: float
+                        ) -> dict[str, list[list[float]]] | None:
+        """The env runners' reward schedule (see `false_brake_start`); `false_brake` is the
+        env's weight, reached at 80% of the learning-rate decay."""
+        if self.false_brake_start is None or self.false_brake_start == false_brake:
+            return None
+        steps = self.decay_steps(runners)
+        return {"false_brake": [[0, self.false_brake_start],
+                                [int(0.4 * steps), self.false_brake_start],
+                                [int(0.8 * steps), false_brake]]}
 
     def validate(self) -> None:
         problems = []
@@ -131,6 +161,8 @@ class TrainSettings:
             problems.append("--checkpoint-every must be >= 1")
         if self.lr <= 0 or (self.lr_final is not None and self.lr_final <= 0):
             problems.append("--lr and --lr-final must be > 0")
+        if self.false_brake_start is not None and self.false_brake_start < 0:
+            problems.append(f"--false-brake-start must be >= 0, got {self.false_brake_start}")
         if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
             problems.append(f"--lr-decay-steps must be >= 1, got {self.lr_decay_steps}")
         if self.validate_every_minutes <= 0:
@@ -153,6 +185,8 @@ class IterationReport:
     false_brake_rate: float | None
     elapsed_s: float
     lr: float | None = None
+    reward_weights: dict[str, float] | None = None
+    """Scheduled reward weights of the iteration's sampling (None: no schedule)."""
 
 
 def _metric(result: dict, key: str) -> float | None:
@@ -243,6 +277,7 @@ def train(settings: TrainSettings,
     from roadsense.envs import EnvConfig
     from roadsense.eval.policies import save_policy
     from roadsense.rllib import collect_seed_records
+    from roadsense.rllib.env_runner import scheduled_weights
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -290,6 +325,7 @@ def train(settings: TrainSettings,
                      log_to_driver=False, _temp_dir=str(ray_tmp),
                      runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
         started_ray = True
+    reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
     algo = None
     try:
         config = build_config(
@@ -299,7 +335,8 @@ def train(settings: TrainSettings,
             train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
             num_epochs=settings.num_epochs, lr=settings.lr_schedule(runners),
             entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
-            model=CONVOY_MODEL, lean_sampling=settings.lean_sampling)
+            model=CONVOY_MODEL, lean_sampling=settings.lean_sampling,
+            reward_schedule=reward_schedule)
         config = config.fault_tolerance(restart_failed_env_runners=True)
         algo = config.build_algo()
         if resumed:
@@ -318,18 +355,20 @@ def train(settings: TrainSettings,
             result = algo.train()
             it = int(result["training_iteration"])
             elapsed = time.monotonic() - started
+            env_steps = int(result.get("num_env_steps_sampled_lifetime", 0)
+                            or result.get("env_runners", {}).get(
+                                "num_env_steps_sampled_lifetime", 0))
+            sampled = float(result.get("env_runners", {}).get("num_env_steps_sampled", 0))
             report = IterationReport(
-                iteration=it,
-                env_steps=int(result.get("num_env_steps_sampled_lifetime", 0)
-                              or result.get("env_runners", {}).get(
-                                  "num_env_steps_sampled_lifetime", 0)),
-                steps_per_s=float(result.get("env_runners", {}).get(
-                    "num_env_steps_sampled", 0)) / max(1e-9, float(result.get(
-                        "time_this_iter_s", 1.0))),
+                iteration=it, env_steps=env_steps,
+                steps_per_s=sampled / max(1e-9, float(result.get("time_this_iter_s", 1.0))),
                 return_mean=_metric(result, "episode_return_mean"),
                 collision_rate=_metric(result, "convoy/collision_rate"),
                 false_brake_rate=_metric(result, "convoy/false_brake_rate"),
-                elapsed_s=elapsed, lr=_learning_rate(result))
+                elapsed_s=elapsed, lr=_learning_rate(result),
+                # the runners got the weights for the step count before this iteration
+                reward_weights=scheduled_weights(reward_schedule, env_steps - int(sampled))
+                if reward_schedule else None)
             with progress.open("a") as f:
                 f.write(json.dumps(asdict(report)) + "\n")
             if on_iteration:

@@ -122,6 +122,8 @@ class RaggedVectorEnv(VectorEnv):
         self.seed_records: list[dict[str, Any]] = []
         """Every seed a sub-env was reset with: worker, vector index, purpose, rebuild, seed."""
         self.crash_count = 0
+        self.reward_weights: dict[str, float] = {}
+        """Reward weights set by `set_reward_weights` (also given to rebuilt sub-envs)."""
 
     # -- one sub-env ---------------------------------------------------------------------------
     def _rebuild(self, i: int, exc: BaseException) -> None:
@@ -135,6 +137,8 @@ class RaggedVectorEnv(VectorEnv):
         except Exception:  # the env is already broken; closing is best effort
             logger.exception("closing crashed sub-env %d failed", i)
         self.envs[i] = self.env_fns[i]()
+        if self.reward_weights:
+            self.envs[i].unwrapped.set_reward_weights(**self.reward_weights)
         self._rebuilds[i] += 1
         self._pending_seed[i] = rebuild_seed(self._first_seeds[i], self._rebuilds[i])
 
@@ -165,6 +169,18 @@ class RaggedVectorEnv(VectorEnv):
             self._last_obs[i] = obs
             return obs, info
         raise AssertionError("unreachable")
+
+    def set_reward_weights(self, weights: dict[str, float]) -> None:
+        """Give every sub-env these reward weights from its next episode on (ConvoyEnv's
+        `set_reward_weights`); a rebuilt sub-env gets them too."""
+        for env in self.envs:
+            if not hasattr(env.unwrapped, "set_reward_weights"):
+                raise ConfigError(
+                    f"{type(env.unwrapped).__name__} has no set_reward_weights",
+                    fix="drop env_config['reward_schedule'] for this env")
+        for env in self.envs:
+            env.unwrapped.set_reward_weights(**weights)
+        self.reward_weights = dict(weights)
 
     # -- VectorEnv API -------------------------------------------------------------------------
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
