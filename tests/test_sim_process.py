@@ -222,6 +222,47 @@ def test_ports_differ_between_workers() -> None:
     workers = [*range(16), *range(10_000, 10_016)]
     ports = {derive_port(w, v, a) for w in workers for v in range(4) for a in range(5)}
     assert len(ports) == len(workers) * 4 * 5  # a hash would collide now and then
+    # all below the kernel's ephemeral ports, where other programs' listeners come and go
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(ports) < low
+
+
+@pytest.mark.parametrize("reply", [b"HTTP/1.1 400 Bad Request\r\n\r\n", None])
+def test_a_foreign_listener_on_our_port_is_not_taken_for_sumo(reply: bytes | None) -> None:
+    """Another program listens on the port SUMO was given: SUMO cannot bind it, and the
+    connection that reaches the other program (garbage reply, or none) must not be used."""
+    import threading
+
+    foreign = socket.socket()
+    foreign.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    foreign.bind(("localhost", derive_port(7, 0, 0)))
+    foreign.listen(8)
+    contacted: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = foreign.accept()
+            except OSError:
+                return
+            with conn:
+                contacted.append(conn.recv(64))
+                if reply is None:
+                    conn.recv(64)  # says nothing until the client gives up and hangs up
+                else:
+                    conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with SumoProcess(base_scenario(), backend="traci", worker_index=7) as sim:
+            states = sim.reset(3)
+            assert sim.port == derive_port(7, 0, 1)
+            assert EGO_ID in states.ids and sim.step().time_s > states.time_s
+    finally:
+        foreign.shutdown(socket.SHUT_RDWR)  # wakes the accept() so the port is free again
+        foreign.close()
+    assert contacted, "the client did reach the foreign listener first"
+    assert not _sumo_children()
 
 
 # ---- bad input --------------------------------------------------------------------------------

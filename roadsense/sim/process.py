@@ -73,7 +73,11 @@ _SIM_VARS = (
 )
 _ROW = operator.itemgetter(*_VEHICLE_VARS)  # position, speed, accel, angle, lane, odometer, leader
 _NO_LEADER = ("", -1.0)  # traci reports a missing leader as None, libsumo as ("", -1)
-_PORT_BASE, _PORT_SPAN = 20000, 30000
+_PORT_BASE, _PORT_SPAN = 10000, 22000
+"""SUMO's TCP ports: 10000-31999, below Linux's ephemeral range (32768-60999), where the
+sockets of other programs (Ray, an S3 test server) come and go."""
+_HANDSHAKE_S = 5.0
+"""How long the first reply (the version) may take before the listener is not our SUMO."""
 _CONNECT_RETRIES = 400  # x 10 ms
 _LIBSUMO_LOCK = threading.Lock()
 _libsumo_owner: SumoProcess | None = None
@@ -322,8 +326,9 @@ class SumoProcess:
                 _kill(proc)
                 last_error = self._stderr_tail() or str(exc)
                 self._drop_stderr()
-                if isinstance(exc, Exception) and "Address already in use" in last_error:
-                    log.info("port %d taken, retrying on another", port)
+                if isinstance(exc, _NotOurSumo) or (
+                        isinstance(exc, Exception) and "Address already in use" in last_error):
+                    log.info("port %d taken (%s), retrying on another", port, last_error)
                     continue
                 if isinstance(exc, Exception):
                     raise SumoStartError(f"SUMO did not start: {last_error}", path=self.sumocfg,
@@ -539,23 +544,53 @@ class SumoProcess:
             self._stderr_path = None
 
 
+class _NotOurSumo(Exception):
+    """Something else answered on the port our SUMO was to listen on."""
+
+
 def _connect(port: int, proc: subprocess.Popen[bytes], label: str) -> Any:
     """Connect to a SUMO we launched, retrying every 10 ms while it starts up.
 
     traci.start waits a fixed 1 s before its first try and prints every retry to stdout.
+    When our SUMO could not bind the port, another program may hold it: the first connection
+    then reaches that program, so a version handshake (with a timeout) must succeed while our
+    SUMO is still running, else `_NotOurSumo` (the caller tries another port).
     """
     from traci.connection import Connection
 
     for _ in range(_CONNECT_RETRIES):
         try:
-            return Connection("localhost", port, proc, None, True, label)
+            conn = Connection("localhost", port, proc, None, True, label)
         except OSError:
             if proc.poll() is not None:
                 raise SumoStartError(f"SUMO exited with code {proc.returncode} before "
                                      "accepting a connection") from None
             time.sleep(0.01)
+            continue
+        try:
+            conn._socket.settimeout(_HANDSHAKE_S)
+            _, version = conn.getVersion()
+            conn._socket.settimeout(None)
+            if proc.poll() is None and str(version).startswith("SUMO"):
+                return conn
+            reason = f"version reply {version!r}, SUMO exit code {proc.returncode}"
+        except Exception as exc:  # a foreign listener's reply: garbage, a hang-up or nothing
+            reason = f"{type(exc).__name__}: {exc}"
+        _drop_connection(conn, label)
+        raise _NotOurSumo(f"port {port} answered, but not as our SUMO ({reason})")
     raise SumoStartError(f"SUMO did not accept a connection on port {port} within "
                          f"{_CONNECT_RETRIES / 100:.0f} s")
+
+
+def _drop_connection(conn: Any, label: str) -> None:
+    """Forget a traci connection without its CLOSE command (the peer is not our SUMO)."""
+    from traci import connection
+
+    sock, conn._socket = conn._socket, None
+    if sock is not None:
+        sock.close()
+    if connection._connections.get(label) is conn:
+        del connection._connections[label]
 
 
 def _is_traci_error(exc: BaseException) -> bool:
