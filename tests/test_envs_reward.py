@@ -10,7 +10,7 @@ def test_terms_add_up_and_accumulate() -> None:
     assert total == pytest.approx(sum(r.terms.values()))
     assert r.terms["unsafe_ttc"] == pytest.approx(-1.0 * 0.5 * 0.1)
     assert r.terms["comfort"] == pytest.approx(-0.1 * 0.25 * 0.1)
-    assert r.terms["jerk"] == pytest.approx(-0.05 * 0.5)
+    assert r.terms["jerk"] == pytest.approx(-RewardWeights().jerk * 0.5)
     assert r.terms["hazard_response"] == pytest.approx(RewardWeights().hazard_response * 0.5 * 0.1)
     assert r.terms["false_brake"] == 0.0
     r.step(brake=0.0, ttc_s=float("inf"), collision=True, justified=False)
@@ -36,3 +36,18 @@ def test_starting_to_brake_without_a_hazard_costs_once_per_onset() -> None:
     hazard = RewardTracker(RewardWeights(false_brake_onset=1.0), 8.0)
     hazard.step(brake=0.5, ttc_s=float("inf"), collision=False, justified=True, warned=True)
     assert hazard.terms["false_brake_onset"] == 0.0
+
+
+@pytest.mark.parametrize("brake", [0.1, 0.3, 1.0])
+def test_a_one_step_brake_pays_on_a_warning_and_costs_without_a_reason(brake: float) -> None:
+    """Exploration noise brakes for single steps: on a hazard warning that must earn more
+    (hazard_response) than its jerk (on and off) and comfort cost, or PPO learns only that
+    braking costs (it did, at jerk 0.05: README, learning bar); without a reason it must cost."""
+    def one_step(**situation) -> float:
+        r = RewardTracker(RewardWeights(), max_brake_mps2=8.0)
+        return (r.step(brake=brake, ttc_s=float("inf"), collision=False, **situation)
+                + r.step(brake=0.0, ttc_s=float("inf"), collision=False, **situation))
+
+    assert one_step(justified=True, warned=True) > 0.5 * RewardWeights().hazard_response * (
+        brake * 0.1)
+    assert one_step(justified=False) < -RewardWeights().false_brake * brake * 0.1

@@ -51,7 +51,8 @@ def leftovers():
 
 def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     storage = str(tmp_path / "runs")
-    first = train(TrainSettings(storage=storage, iterations=2, final_eval=False, **TINY))
+    first = train(TrainSettings(storage=storage, iterations=2, final_eval=False,
+                                false_brake_start=1.0, **TINY))
     run_dir = Path(first["storage"])
     assert first["status"] == "finished"
     assert [e["iteration"] for e in first["evaluations"]] == [1, 2]
@@ -139,9 +140,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     assert TrainSettings(budget_minutes=60).lr_schedule(runners=2)[1] == [
         int(LR_DECAY_MINUTES * per_minute), 3e-5]
     decay = int(LR_DECAY_MINUTES * per_minute)
-    assert TrainSettings(budget_minutes=60).reward_schedule(runners=2, false_brake=3.0) == {
+    assert TrainSettings(budget_minutes=60, false_brake_start=1.0).reward_schedule(
+        runners=2, false_brake=3.0) == {
         "false_brake": [[0, 1.0], [int(0.4 * decay), 1.0], [int(0.8 * decay), 3.0]]}
-    assert TrainSettings(false_brake_start=None).reward_schedule(2, false_brake=3.0) is None
+    assert TrainSettings().reward_schedule(2, false_brake=3.0) is None  # off by default
     assert TrainSettings(false_brake_start=3.0).reward_schedule(2, false_brake=3.0) is None
     with pytest.raises(ConfigError, match="--false-brake-start"):
         TrainSettings(false_brake_start=-1.0).validate()

@@ -46,10 +46,10 @@ def app(
     lr_decay_steps: Annotated[int | None, typer.Option(
         min=1, help="env steps of the decay (default: the run's expected length, at most "
         "15 minutes of it)")] = None,
-    false_brake_start: Annotated[float, typer.Option(
+    false_brake_start: Annotated[float | None, typer.Option(
         min=0.0, help="false-braking penalty weight at the start, raised to the env's (3.0) "
-        "over 40-80% of the learning-rate decay (give the env's weight to keep it "
-        "throughout)")] = 1.0,
+        "over 40-80% of the learning-rate decay (default: the env's weight throughout)")
+    ] = None,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
     ] = "validation-v2",

@@ -42,8 +42,13 @@ class RewardWeights:
     """Per second, scaled by how far time-to-collision is below `ttc_safe_s`."""
     comfort: float = 0.1
     """Per second, on (agent deceleration / max)^2."""
-    jerk: float = 0.05
-    """Per step, on |change of the brake command|."""
+    jerk: float = 0.01
+    """Per step, on |change of the brake command|. It was 0.05 until 2026-11-26: then a
+    one-step exploratory brake of b on a hazard warning cost 2 x 0.05 b in jerk (on and off)
+    and earned `hazard_response` x b x 0.1 s = 0.1 b, so the exploration noise carried no
+    reward for braking on a warning, while every calm-state brake cost `false_brake` on top:
+    PPO pushed the brake down everywhere, and in one run in four (seed 3) it never learned to
+    brake on hazards (README, learning bar). At 0.01 the same brake nets +0.08 b."""
     false_brake: float = 3.0
     """Per second, on the brake command while there is no reason to brake. At 1.0 the policies
     of an hour's run braked in 4-11 of the 78 `no-hazard-v1` episodes (mostly 0.1-0.5 for 1-30
@@ -52,7 +57,8 @@ class RewardWeights:
     nothing happens was too cheap to stay clear of the threshold on scenarios never seen.
     At 3.0 three hour-long runs ended at 0, 0 and 1 collisions in 234 and 1, 3 and 1 false
     brakes in 78 (seeds 0, 1, 2), and a fourth (seed 3) never learned to brake on hazards
-    (README, learning bar)."""
+    (README, learning bar). `roadsense train --false-brake-start` can start it lower and
+    raise it part-way through the learning-rate decay."""
     false_brake_onset: float = 0.0
     """Once per start of braking while no hazard is under way (unsafe ttc is no excuse here),
     matching how evaluation counts false braking (any braking in a no-hazard episode). Off by

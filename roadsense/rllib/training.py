@@ -94,15 +94,13 @@ class TrainSettings:
     blips on different roads): selection cannot separate checkpoints one false brake apart."""
     validate_every_minutes: float = 6.0
     entropy_coeff: float = 0.0
-    false_brake_start: float | None = 1.0
+    false_brake_start: float | None = None
     """Weight of the false-braking penalty at the start; it stays there for the first 40% of
     the learning-rate decay (`lr_decay_steps`) and rises linearly to the env's weight
-    (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout). Why:
-    at 3.0 from the start, PPO pushed the brake down in every state before it had learned
-    which ones carry a hazard message, and one run in four (seed 3) never learned to brake
-    on hazards within the hour; two others took 12 and 27 minutes to start (README, learning
-    bar). At 1.0 the braking came within 5-10 minutes, but an hour's policies braked in 4-11
-    of the 78 `no-hazard-v1` episodes."""
+    (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout).
+    Tried at 1.0 against the "never brake" collapse of seed 3 (README, learning bar): it did
+    not prevent it (no braking on hazard messages after 12 minutes, as before), so it is off
+    by default; the collapse came from the jerk penalty (see `RewardWeights.jerk`)."""
     lean_sampling: bool = True
     """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
     connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
