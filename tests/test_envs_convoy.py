@@ -126,6 +126,23 @@ def test_explicit_plan_and_radio_level_are_applied(env: ConvoyEnv) -> None:
     assert info["hazard_msg_rx_s"] is None or info["hazard_msg_rx_s"] >= 2.0
 
 
+def test_braking_on_any_hard_braking_message_during_a_hazard_earns_the_shaping(
+        env: ConvoyEnv) -> None:
+    """The hazard car five ahead is out of the ego's radio reach at 50% loss, the cars braking
+    behind it are not: their messages are the warning (the policy cannot tell senders apart),
+    so `hazard_response` pays for braking on them."""
+    plan = {"rank": 5, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
+    options = {"hazard": plan, "radio": {"loss_rate": 0.5}}
+    calm = _rollout(env, 0, options=options)["infos"][-1]
+    assert calm["hazard_msg_rx_s"] is None and calm["warning_rx_s"] >= 2.0
+    assert calm["reward_terms"]["hazard_response"] == 0.0  # it never braked
+    braked = _rollout(env, 0, options=options, policy=lambda obs: np.array(
+        [0.6 if (obs["peers"][:, 3] * 5 <= -2.5).any() else 0.0], np.float32))["infos"][-1]
+    assert braked["first_brake_s"] >= calm["warning_rx_s"]
+    assert braked["reward_terms"]["hazard_response"] > 0.0
+    assert braked["reward_terms"]["false_brake"] == 0.0
+
+
 def test_no_hazard_episode_and_false_braking(env: ConvoyEnv) -> None:
     obs, info = env.reset(seed=0, options={"hazard": None})
     assert info["hazard"] is None and info["hazard_phase"] == "none"

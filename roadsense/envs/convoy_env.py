@@ -214,6 +214,7 @@ class ConvoyEnv(gym.Env):
         self._sumo_s = 0.0
         self._rewards = RewardTracker(cfg.reward, cfg.max_brake_mps2)
         self._gt = {"min_gap_m": math.inf, "min_ttc_s": math.inf, "hazard_msg_rx_s": None,
+                    "warning_rx_s": None,
                     "first_brake_s": None, "brake_steps": 0, "other_collisions": 0}
         self._states = states
         self._episode_info = {
@@ -285,7 +286,7 @@ class ConvoyEnv(gym.Env):
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
         since_resolved = math.inf if hz.resolved_at_s is None else t_ep - hz.resolved_at_s
         reason = hz.active or since_resolved < 5.0
-        warned = (hz.active or since_resolved < 2.0) and self._gt["hazard_msg_rx_s"] is not None
+        warned = (hz.active or since_resolved < 2.0) and self._gt["warning_rx_s"] is not None
         reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
                                     collision=ego_hit, justified=reason, warned=warned)
         self._prev_brake = brake
@@ -365,18 +366,29 @@ class ConvoyEnv(gym.Env):
         speed = float(states.speed[ego] + noise[2])
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now)
-        if self._hazard.vehicle_id is not None and self._gt["hazard_msg_rx_s"] is None:
-            self._note_hazard_message(msgs, now)
+        if self._hazard.vehicle_id is not None and (
+                self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None):
+            self._note_warnings(msgs, now)
         obs = {"ego": ego_features(speed, float(states.accel[ego] + noise[3]), brake),
                "peers": peers}
         return obs, len(peers)
 
 
-    def _note_hazard_message(self, msgs: Any, now: float) -> None:
-        hit = (msgs.sender == self._hazard.vehicle_id) & (
-            msgs.accel <= -self.config.hazard_msg_decel_mps2)
-        if hit.any():
-            self._gt["hazard_msg_rx_s"] = round(now - self._t0, 3)
+    def _note_warnings(self, msgs: Any, now: float) -> None:
+        """When the ego first holds a message reporting hard braking: from the hazard car
+        (`hazard_msg_rx_s`, the evaluation's reaction-time start) and, once the hazard has
+        begun, from any car (`warning_rx_s`, which the `hazard_response` shaping pays on: the
+        policy cannot tell senders apart, and when the hazard car's own messages are lost the
+        cars braking behind it are the warning)."""
+        hard = msgs.accel <= -self.config.hazard_msg_decel_mps2
+        if not hard.any():
+            return
+        t = round(now - self._t0, 3)
+        hz, gt = self._hazard, self._gt
+        if gt["warning_rx_s"] is None and (hz.active or hz.resolved_at_s is not None):
+            gt["warning_rx_s"] = t
+        if (hard & (msgs.sender == hz.vehicle_id)).any():
+            gt["hazard_msg_rx_s"] = t
 
     def _info(self, *, collision: bool, peers: int) -> dict[str, Any]:
         gt, hz = self._gt, self._hazard
@@ -387,6 +399,7 @@ class ConvoyEnv(gym.Env):
             min_gap_m=gt["min_gap_m"],
             min_ttc_s=gt["min_ttc_s"],
             hazard_msg_rx_s=gt["hazard_msg_rx_s"],
+            warning_rx_s=gt["warning_rx_s"],
             first_brake_s=gt["first_brake_s"],
             false_brake=hz.plan is None and gt["first_brake_s"] is not None,
             brake_steps=gt["brake_steps"],

@@ -12,7 +12,8 @@
 |               |              | under way or just resolved (5 s), whatever the ttc: the eval's  |
 |               |              | false-braking rate counts episodes, not brake-seconds           |
 | hazard_response | second     | +hazard_response * brake while the hazard is braking or just   |
-|               |              | resolved (2 s) and its hard-braking message reached the ego    |
+|               |              | resolved (2 s) and a message reporting hard braking (from any  |
+|               |              | car, since the hazard began) has reached the ego               |
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class RewardTracker:
     def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool,
              warned: bool = False) -> float:
         """`brake` in [0, 1] (0 when the driver drives); `justified`: a hazard is under way;
-        `warned`: the hazard is on and its message has reached the ego."""
+        `warned`: the hazard is on and a hard-braking message has reached the ego."""
         w, dt = self.w, STEP_LENGTH_S
         unsafe = ttc_s < w.ttc_safe_s
         r_collision = -w.collision if collision else 0.0
