@@ -48,7 +48,9 @@ class RewardWeights:
     and earned `hazard_response` x b x 0.1 s = 0.1 b, so the exploration noise carried no
     reward for braking on a warning, while every calm-state brake cost `false_brake` on top:
     PPO pushed the brake down everywhere, and in one run in four (seed 3) it never learned to
-    brake on hazards (README, learning bar). At 0.01 the same brake nets +0.08 b."""
+    brake on hazards (README, learning bar). At 0.01 the same brake nets +0.08 b; with it
+    (and `hazard_response` on any car's warning) seed 2 learned to avoid collisions within 5
+    minutes instead of 27, while seed 3 still did not learn (README)."""
     false_brake: float = 3.0
     """Per second, on the brake command while there is no reason to brake. At 1.0 the policies
     of an hour's run braked in 4-11 of the 78 `no-hazard-v1` episodes (mostly 0.1-0.5 for 1-30
@@ -66,8 +68,10 @@ class RewardWeights:
     5-6% against 1-3% without it over iterations 20-80, measured); the run's checkpoint
     selection on `validation-v1` keeps false braking down instead."""
     hazard_response: float = 1.0
-    """Per second, on the brake command while a hazard is under way and its message has
-    reached the ego (training-time shaping from ground truth: single-step exploration noise
+    """Per second, on the brake command while a hazard is under way and a message reporting
+    hard braking (`hazard_msg_decel_mps2`) from any car has reached the ego since it began;
+    until 2026-11-26 only the hazard car's own message counted, which the ego of a far hazard
+    rarely hears (training-time shaping from ground truth: single-step exploration noise
     alone did not teach a sustained brake within an hour; measured). At 1.0 the trained policy
     brakes at ~0.4 of full on a -9 m/s^2 hazard message where `v2v_rule` brakes at 0.8. 2.0
     was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12

@@ -100,7 +100,7 @@ class TrainSettings:
     (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout).
     Tried at 1.0 against the "never brake" collapse of seed 3 (README, learning bar): it did
     not prevent it (no braking on hazard messages after 12 minutes, as before), so it is off
-    by default; the collapse came from the jerk penalty (see `RewardWeights.jerk`)."""
+    by default."""
     lean_sampling: bool = True
     """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
     connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
