@@ -8,7 +8,8 @@ and exposes the seeds its sub-envs were reset with.
 It also applies the run's reward schedule (``env_config["reward_schedule"]``: reward weight
 name -> ``[[env steps, weight], ...]``, linear in between, like RLlib's ``lr`` schedule) to its
 training sub-envs: at creation and whenever RLlib broadcasts the run's lifetime env-step count
-(after every iteration), so a restarted or resumed runner picks up the current weights.
+(after every iteration), so a restarted runner has the current weights again from the next
+iteration on, and a resumed run continues where its step count stands.
 """
 
 from __future__ import annotations
