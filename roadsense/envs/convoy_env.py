@@ -387,7 +387,7 @@ class ConvoyEnv(gym.Env):
         hz, gt = self._hazard, self._gt
         if gt["warning_rx_s"] is None and (hz.active or hz.resolved_at_s is not None):
             gt["warning_rx_s"] = t
-        if (hard & (msgs.sender == hz.vehicle_id)).any():
+        if gt["hazard_msg_rx_s"] is None and (hard & (msgs.sender == hz.vehicle_id)).any():
             gt["hazard_msg_rx_s"] = t
 
     def _info(self, *, collision: bool, peers: int) -> dict[str, Any]:
