@@ -73,7 +73,7 @@ class RoadSenseEnvRunner(SingleAgentEnvRunner):
             self._apply_reward_schedule()
 
     def _apply_reward_schedule(self) -> None:
-        schedule = check_reward_schedule(self.config.env_config.get(REWARD_SCHEDULE))
+        schedule = self.config.env_config.get(REWARD_SCHEDULE)  # checked by build_config
         if not schedule or self.config.in_evaluation or self.env is None:
             return
         weights = scheduled_weights(schedule, int(getattr(self, "num_env_steps_sampled_lifetime",
