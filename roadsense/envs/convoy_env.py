@@ -35,6 +35,11 @@ RADIO_ID = re.compile(r"^V\d{3}$")
 """Vehicles with a V2V radio; any other id is background traffic (an obstacle, not a peer)."""
 
 
+def _step_of(time_s: float) -> int:
+    """The simulation step index of a simulation time."""
+    return round(time_s / STEP_LENGTH_S)
+
+
 class ConvoyEnv(gym.Env):
     """The last car of a convoy, its human driver, and the V2V messages it hears.
 
@@ -170,14 +175,17 @@ class ConvoyEnv(gym.Env):
         for vid in radio_ids:
             sim.set_lane_change_mode(vid, 0)
         sim.set_vehicle_params(EGO_ID, emergency_decel=cfg.ego_emergency_decel_mps2)
-        self._ego_asl = sim.vehicle_param(EGO_ID, "action_step_length")
         warmup = max(1, round(cfg.warmup_s / STEP_LENGTH_S))
         phase_at = {vid: int(hazard_rng.integers(0, warmup)) for vid in states.ids}
         asl = {vid: sim.vehicle_param(vid, "action_step_length") for vid in states.ids}
+        self._ego_asl_steps = max(1, round(asl[EGO_ID] / STEP_LENGTH_S))
+        self._ego_phase_step = _step_of(states.time_s)
         for k in range(warmup):
             for vid, at in phase_at.items():
                 if at == k and vid in states:
                     sim.set_action_step_length(vid, asl[vid], True)
+                    if vid == EGO_ID:  # the ego's driver acts at this step and every asl after
+                        self._ego_phase_step = _step_of(states.time_s)
             states = sim.step()
         if EGO_ID not in states:
             raise ConfigError(f"ego {EGO_ID} left the road during warm-up",
@@ -209,6 +217,7 @@ class ConvoyEnv(gym.Env):
         self._heading_err = 0.0
 
         self._overriding = False
+        self._driver_resync_step: int | None = None
         self._prev_brake = 0.0
         self._steps = 0
         self._sumo_s = 0.0
@@ -251,11 +260,12 @@ class ConvoyEnv(gym.Env):
             if self._gt["first_brake_s"] is None:
                 self._gt["first_brake_s"] = round(t_ep, 3)
             self._gt["brake_steps"] += 1
-        elif self._overriding:  # hand back, with a fresh reaction phase for the driver
-            sim.set_speed(EGO_ID, -1)
-            sim.set_speed_mode(EGO_ID, SPEED_MODE_DEFAULT)
-            sim.set_action_step_length(EGO_ID, self._ego_asl, True)
-            self._overriding = False
+        elif self._overriding:
+            self._hand_back(states.time_s)
+        if self._driver_resync_step is not None and _step_of(states.time_s) >= \
+                self._driver_resync_step:
+            sim.set_action_step_length(EGO_ID, self._ego_asl_steps * STEP_LENGTH_S, True)
+            self._driver_resync_step = None
 
         hz = self._hazard
         if hz.vehicle_id is not None:
@@ -292,6 +302,31 @@ class ConvoyEnv(gym.Env):
         self._prev_brake = brake
         truncated = self._steps >= self._episode_steps and not ego_hit
         return obs, reward, ego_hit, truncated, self._info(collision=ego_hit, peers=peers)
+
+    def _hand_back(self, time_s: float) -> None:
+        """Give the ego back to its driver without moving the driver's reaction schedule.
+
+        The driver decides at once (resetting the action offset; without that the agent's
+        braking would go on until the driver's next decision), then at the points of the
+        schedule set at warm-up: a shortened interval up to the next scheduled point, where
+        `step` restores the driver's own interval. Restarting the schedule at the hand-back
+        instead (until 2026-11-26) put the driver's next decision a full interval (0.5-1.5 s)
+        after any brake, however short: a one-step brake on the first hazard message caused
+        4 collisions and avoided 2 in standard-v1's 234 episodes, so PPO learned that braking
+        on a hazard costs (README, learning bar).
+        """
+        sim, now = self._sim, _step_of(time_s)
+        sim.set_speed(EGO_ID, -1)
+        sim.set_speed_mode(EGO_ID, SPEED_MODE_DEFAULT)
+        period = self._ego_asl_steps
+        to_next = -(now - self._ego_phase_step) % period
+        if to_next == 0:  # a scheduled decision anyway
+            sim.set_action_step_length(EGO_ID, period * STEP_LENGTH_S, True)
+            self._driver_resync_step = None
+        else:
+            sim.set_action_step_length(EGO_ID, to_next * STEP_LENGTH_S, True)
+            self._driver_resync_step = now + to_next
+        self._overriding = False
 
     @property
     def sumo_step_ms(self) -> float:
