@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 from roadsense.comms import ReceivedMessages
 from roadsense.envs import ENV_ID, ConvoyEnv
 from roadsense.envs.baselines import make_baseline
-from roadsense.envs.observation import PEER_DIM, peer_rows
+from roadsense.envs.observation import EGO_SCALE, PEER_DIM, peer_rows
 from roadsense.errors import ConfigError
 from roadsense.sim.scenario import write_convoy
 
@@ -194,3 +194,30 @@ def test_no_assist_collides_and_v2v_rule_collides_less(env: ConvoyEnv) -> None:
         crashes[name] = sum(_rollout(env, s, policy)["infos"][-1]["collision"] for s in seeds)
     assert crashes["no_assist"] >= 6, crashes  # real collisions: SUMO's safety is not on
     assert crashes["v2v_rule"] <= crashes["no_assist"] // 3, crashes
+
+
+def _driver_reaction_step(trace: dict, onset_step: int) -> int:
+    """First step after the hazard's onset where the ego decelerates harder than 2 m/s^2."""
+    accel = np.array([e[1] for e in trace["ego"]]) * EGO_SCALE[1]
+    return onset_step + int(np.argmax(accel[onset_step:] < -2.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_short_brake_leaves_the_drivers_reaction_schedule_alone(env: ConvoyEnv,
+                                                                  seed: int) -> None:
+    """The driver decides every 0.5-1.5 s (SUMO's action step). An agent brake of one step
+    long before the hazard must not move those decisions: with it the driver reacts to the
+    car ahead braking at the very step it reacts without it. (Restarting the schedule at the
+    hand-back delayed the driver after any brake: exploration then taught PPO that braking
+    on a hazard message causes collisions.)"""
+    plan = {"rank": 1, "onset_s": 3.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
+    options = {"hazard": plan, "radio": {"loss_rate": 0.0}}
+    step = iter(range(10_000))
+    pulse = _rollout(env, seed, options=options, policy=lambda obs: np.array(
+        [0.3 if next(step) == 3 else 0.0], np.float32))
+    plain = _rollout(env, seed, options=options)
+    assert pulse["infos"][-1]["first_brake_s"] == pytest.approx(0.3)
+    assert plain["infos"][-1]["first_brake_s"] is None
+    reaction = _driver_reaction_step(plain, 30)
+    assert reaction < len(plain["ego"]) - 1, "the driver should brake for the hazard"
+    assert _driver_reaction_step(pulse, 30) == reaction

@@ -55,7 +55,8 @@ class ConvoyEnv(gym.Env):
     `Box(0, 1, (1,))`: brake command times `max_brake_mps2` (8 m/s^2). At or below
     `brake_threshold` (0.05) the driver model drives; above it the agent's braking overrides it
     (SUMO still applies the driver's own braking when the driver wants more). Control returns to
-    the driver with a fresh reaction phase as soon as the command drops. No hidden rules.
+    the driver as soon as the command drops: the driver decides at once, then keeps its own
+    reaction schedule (an agent brake never delays the driver's next decision). No hidden rules.
 
     ## Observation
     `Dict(ego=Box(3,), peers=Sequence(Box(7,), stack=True))`: see
