@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-_PURPOSES = {"train": 0, "eval": 1}
+_PURPOSES = {"train": 0, "eval": 1, "warm_start": 2}
 _MAX_SUMO_SEED = 2**31 - 1  # SUMO parses --seed as a signed 32-bit int
 
 

@@ -50,6 +50,11 @@ def app(
         min=0.0, help="false-braking penalty weight at the start, raised to the env's (3.0) "
         "over 40-80% of the learning-rate decay (default: the env's weight throughout)")
     ] = None,
+    warm_start: Annotated[str, typer.Option(
+        help="start from an imitation of this baseline ('none': from scratch)")
+    ] = "v2v_rule",
+    warm_start_steps: Annotated[int, typer.Option(
+        min=1, help="env steps of the baseline to imitate")] = 40_000,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
     ] = "validation-v2",
@@ -91,7 +96,9 @@ def app(
         validation_suite=None if validation_suite.lower() == "none" else validation_suite,
         validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
         env_overrides=overrides, final_eval=final_eval,
-        false_brake_start=false_brake_start)
+        false_brake_start=false_brake_start,
+        warm_start=None if warm_start.lower() == "none" else warm_start,
+        warm_start_steps=warm_start_steps)
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()

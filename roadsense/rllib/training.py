@@ -25,6 +25,7 @@ from typing import Any
 
 from roadsense import run_manifest
 from roadsense.errors import ConfigError
+from roadsense.seeding import worker_seed
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ class TrainSettings:
     connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
     4 envs per runner, 4.5x with one, benchmarks/training.py on 2026-11-26).
     False: RLlib's own loop (the learning bar runs before 2026-11-26 04:10 used it)."""
+    warm_start: str | None = "v2v_rule"
+    """Start PPO from an imitation of this baseline (`roadsense.rllib.warm_start`), fitted on
+    `warm_start_steps` steps of it on the training dataset before the first iteration (the
+    time counts against the budget); None: from the module's initial policy. Why: from
+    scratch, whether a run learned to brake on warnings depended on its first minute (one seed
+    in four never did, README, learning bar)."""
+    warm_start_steps: int = 40_000
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """EnvConfig fields to override (e.g. {"episode_s": 20.0})."""
     final_eval: bool = True
@@ -165,6 +173,13 @@ class TrainSettings:
             problems.append(f"--lr-decay-steps must be >= 1, got {self.lr_decay_steps}")
         if self.validate_every_minutes <= 0:
             problems.append("--validate-every-minutes must be > 0")
+        from roadsense.envs.baselines import BASELINES
+
+        if self.warm_start is not None and self.warm_start not in BASELINES:
+            problems.append(f"--warm-start {self.warm_start!r} is not a baseline; one of "
+                            f"{sorted(BASELINES)} or none")
+        if self.warm_start_steps < 1:
+            problems.append(f"--warm-start-steps must be >= 1, got {self.warm_start_steps}")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
         if self.validation_suite:  # a bad name fails now, not at the first validation
@@ -276,6 +291,7 @@ def train(settings: TrainSettings,
     from roadsense.eval.policies import save_policy
     from roadsense.rllib import collect_seed_records
     from roadsense.rllib.env_runner import scheduled_weights
+    from roadsense.rllib.warm_start import warm_start
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -324,6 +340,11 @@ def train(settings: TrainSettings,
                      runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
         started_ray = True
     reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
+    warm_started = time.monotonic()
+    demo = None
+    if settings.warm_start and not resumed:
+        # before the env runners exist: this process's libsumo is free
+        demo = _demonstrations(settings, dataset, env_config, manifest)
     algo = None
     try:
         config = build_config(
@@ -342,7 +363,16 @@ def train(settings: TrainSettings,
             algo.restore_from_path(str(ckpt))
             _forget_after(manifest, int((ckpt / "DONE").read_text()))
             log.info("resumed %s from %s", run_id, ckpt.name)
-        started = time.monotonic()
+        elif demo is not None:
+            fitted = warm_start(algo, demo, no_brake_mean=CONVOY_MODEL["init_action_mean"],
+                                brake_threshold=env_config.brake_threshold,
+                                seed=manifest["warm_start"]["seed"])
+            manifest["warm_start"].update(fitted.as_dict(),
+                                          seconds=time.monotonic() - warm_started)
+            run_manifest.save(manifest, store.local)
+            log.info("warm start from %s: %s", settings.warm_start, fitted)
+        # the warm start counts against the budget
+        started = time.monotonic() if demo is None else warm_started
         budget_s = settings.budget_minutes * 60 if settings.budget_minutes else None
         every_s = settings.validate_every_minutes * 60
         next_validation = every_s
@@ -405,6 +435,21 @@ def train(settings: TrainSettings,
     store.sync()
     manifest["storage"] = store.where
     return manifest
+
+
+def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,
+                    manifest: dict) -> Any:
+    """The warm start's baseline demonstrations, from one in-process env (seed recorded)."""
+    from roadsense.envs import ConvoyEnv
+    from roadsense.rllib.warm_start import demonstrations
+
+    seed = worker_seed(settings.seed, purpose="warm_start")
+    manifest["warm_start"] = {"baseline": settings.warm_start, "seed": seed}
+    env = ConvoyEnv(dataset, env_config.as_dict())
+    try:
+        return demonstrations(env, settings.warm_start, settings.warm_start_steps, seed)
+    finally:
+        env.close()
 
 
 def _best_validation(validations: list[dict]) -> dict:
