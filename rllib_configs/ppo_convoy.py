@@ -13,6 +13,10 @@ What to expect: on the toy env (``env_id="roadsense/ToyRagged-v0"``; reward 0.5/
 1.0 optimal, 20 steps) the mean return passes ~17 of 20 within 10-20 iterations of 4,000 steps.
 On ConvoyEnv, `convoy/collision_rate` should fall below the baseline driver's while
 `convoy/false_brake_rate` stays low; watch `radio/pdr` to know which radio level was trained.
+From scratch (this config alone) that depends on the seed: one run in four never learned to
+brake on warnings. `roadsense train` therefore starts PPO from an imitation of `v2v_rule`
+(`roadsense.rllib.warm_start`; by hand: `warm_start(algo, demonstrations(...), ...)` after
+`build_algo()`).
 
 Pipeline (see roadsense/rllib): one `RaggedVectorEnv` per env runner (one SUMO per sub-env,
 seeded from (seed, worker, vector index, "train"/"eval")), packed peer sets through the
@@ -57,8 +61,6 @@ CONVOY_MODEL: dict[str, Any] = {
     "init_log_std": -0.5,
     "free_log_std": True,
 }
-"""The ConvoyEnv model. `policy_range` and `min_log_std` (exploration that cannot die) are
-off: alone they did not make seed 3 learn (README, learning bar)."""
 
 
 def build_config(

@@ -114,27 +114,8 @@ def test_shared_encoder_has_fewer_parameters_and_same_interface() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"pooling": "median"}, {"phi_hidden": []}, {"activation": "gelu"}, {"width": 3},
-            {"policy_range": [1.0, -1.0]}, {"policy_range": [0.0]},
-            {"policy_range": [0.0, float("inf")]}]
+    "bad", [{"pooling": "median"}, {"phi_hidden": []}, {"activation": "gelu"}, {"width": 3}]
 )
 def test_bad_model_config_names_the_field(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         DeepSetsConfig.from_dict(bad)
-
-
-def test_policy_range_bounds_every_output_and_inverts_for_the_bias() -> None:
-    net = DeepSets(E, F, 1, DeepSetsConfig.from_dict({"policy_range": [-1.6, 1.2]}))
-    with torch.no_grad():
-        net.pi_head.weight.normal_(std=50.0)  # drive the head far into both tails
-    ego, peers = torch.randn(64, E), torch.randn(200, F) * 3
-    index = torch.randint(0, 64, (200,))
-    out = net.policy(ego, peers, index)
-    assert out.min() >= -1.6 and out.max() <= 1.2
-    assert out.min() < -1.5 and out.max() > 1.1  # reaches both ends
-    with torch.no_grad():
-        net.pi_head.weight.zero_()
-        net.pi_head.bias.fill_(net.head_output_for(-1.45))
-    assert torch.allclose(net.policy(ego, peers, index), torch.full((64, 1), -1.45))
-    with pytest.raises(ValueError, match="outside the policy range"):
-        net.head_output_for(-1.6)

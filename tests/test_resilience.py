@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--train-batch-size", "300", "--minibatch-size", "100", "--num-epochs", "1",
         "--num-env-runners", "1", "--checkpoint-every", "1", "--no-final-eval",
-        "--env", "episode_s=12", "--budget-minutes", "30", "--validation-suite", "smoke"]
+        "--env", "episode_s=12", "--budget-minutes", "30", "--validation-suite", "smoke",
+        "--warm-start-steps", "1500"]
 
 
 def _manifest(bucket: str) -> dict | None:

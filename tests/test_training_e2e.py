@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 TINY = dict(train_batch_size=300, minibatch_size=100, num_epochs=1, num_env_runners=1,
             checkpoint_every=1, budget_minutes=None, eval_suite="smoke",
             eval_no_hazard_suite=None, validation_suite="smoke",
-            env_overrides={"episode_s": 12.0})
+            env_overrides={"episode_s": 12.0}, warm_start_steps=1500)
 
 
 @pytest.fixture
@@ -59,6 +59,9 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert first["dataset_manifest_hash"] and first["emulator_params_version"]
     assert first["versions"]["ray"] == "2.60.0"
     assert first["seeds"]["workers"], "every seed the workers used is recorded"
+    warm = first["warm_start"]  # started from an imitation of the rule, its seed recorded
+    assert warm["baseline"] == "v2v_rule" and warm["steps"] >= 1500 and warm["seed"] > 0
+    assert 0 < warm["braking_share"] < 1 and warm["seconds"] > 0
     assert (run_dir / "checkpoints" / "iter_000002" / "policy.pt").is_file()
     # validated at the end (the run is shorter than the interval), on the smoke suite
     assert [(v["checkpoint"], v["suite"]) for v in first["validations"]] == [
@@ -76,6 +79,7 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
 
     again = train(TrainSettings(storage=storage, iterations=3, resume=True, **TINY))
     assert again["run_id"] == first["run_id"]
+    assert again["warm_start"] == warm  # a resumed run starts from its checkpoint, not again
     assert [e["iteration"] for e in again["evaluations"]] == [1, 2, 3]
     assert [v["checkpoint"] for v in again["validations"]] == ["iter_000002", "iter_000003"]
     best = min(again["validations"], key=lambda v: (v["score"], -v["iteration"]))
@@ -129,6 +133,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         train(TrainSettings(storage=str(tmp_path), budget_minutes=None, iterations=None))
     with pytest.raises(ConfigError, match="iterations"):
         train(TrainSettings(storage=str(tmp_path), iterations=0))
+    with pytest.raises(ConfigError, match="--warm-start 'nope' is not a baseline"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start="nope"))
+    with pytest.raises(ConfigError, match="--warm-start-steps"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_steps=0))
     with pytest.raises(EvalSuiteError, match="no eval suite 'nope'"):  # before any Ray start
         train(TrainSettings(storage=str(tmp_path), iterations=1, validation_suite="nope"))
     assert TrainSettings(iterations=10, train_batch_size=400).lr_schedule(runners=2) == [

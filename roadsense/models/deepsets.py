@@ -19,7 +19,6 @@ features (an empty-set flag and `log1p(K)`), so an empty set has a well-defined 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -48,10 +47,6 @@ class DeepSetsConfig:
     """Hidden activation: tanh, relu or silu."""
     shared_encoder: bool = False
     """True: policy and value share phi/rho. False: each head has its own encoder."""
-    policy_range: tuple[float, float] | None = None
-    """(lo, hi): squash every policy output into the open interval with a scaled tanh, for a
-    Gaussian whose std is a separate parameter (the outputs are its means). None: unbounded.
-    A bound below keeps a floored std exploring: see `roadsense.rllib.module.INIT_KEYS`."""
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -66,11 +61,6 @@ class DeepSetsConfig:
                 raise ConfigError(
                     f"model {name}={sizes!r} is invalid", fix="give a non-empty list of sizes > 0"
                 )
-        if self.policy_range is not None:
-            lo, hi = self.policy_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ConfigError(f"model policy_range={self.policy_range!r} is invalid",
-                                  fix="give [lo, hi] with finite lo < hi, or null")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DeepSetsConfig:
@@ -86,12 +76,6 @@ class DeepSetsConfig:
         for name in ("phi_hidden", "rho_hidden"):
             if name in d:
                 d[name] = tuple(int(s) for s in d[name])
-        if d.get("policy_range") is not None:
-            rng = d["policy_range"]
-            if len(rng) != 2:
-                raise ConfigError(f"model policy_range={rng!r} is invalid",
-                                  fix="give [lo, hi] with finite lo < hi, or null")
-            d["policy_range"] = (float(rng[0]), float(rng[1]))
         return cls(**d)
 
     def as_dict(self) -> dict:
@@ -197,22 +181,8 @@ class DeepSets(nn.Module):
         nn.init.zeros_(self.pi_head.bias)
 
     def policy(self, ego: torch.Tensor, peers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Policy output (B, action_dim) from packed peers (inside `policy_range` if set)."""
-        out = self.pi_head(self.pi_encoder(ego, peers, index))
-        if self.config.policy_range is None:
-            return out
-        lo, hi = self.config.policy_range
-        return (lo + hi) / 2 + (hi - lo) / 2 * torch.tanh(out)
-
-    def head_output_for(self, value: float) -> float:
-        """The head output (pre-squash) that `policy` turns into `value`: for initialising
-        the head's bias. ValueError if `value` lies outside the open `policy_range`."""
-        if self.config.policy_range is None:
-            return float(value)
-        lo, hi = self.config.policy_range
-        if not lo < value < hi:
-            raise ValueError(f"{value} is outside the policy range ({lo}, {hi})")
-        return math.atanh((2 * value - lo - hi) / (hi - lo))
+        """Policy output (B, action_dim) from packed peers."""
+        return self.pi_head(self.pi_encoder(ego, peers, index))
 
     def value(self, ego: torch.Tensor, peers: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Value estimate (B,) from packed peers."""

@@ -91,7 +91,6 @@ class NumpyPolicy:
         self._phi = _layers(enc.phi)
         self._rho = _layers(enc.rho)
         self._head = _layers(nn.Sequential(self.net.pi_head))
-        self._range = self.net.config.policy_range
 
     def __call__(self, ego: np.ndarray, peers: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Policy output (B, action_dim) for ego (B, E), packed peers (sum counts, F) in sample
@@ -119,8 +118,4 @@ class NumpyPolicy:
         c = counts.astype(np.float32)[:, None]
         x = np.concatenate([np.asarray(ego, np.float32), *parts, (c == 0).astype(np.float32),
                             np.log1p(c)], axis=1)
-        out = _mlp(self._head, _mlp(self._rho, x))
-        if self._range is None:
-            return out
-        lo, hi = self._range
-        return np.float32((lo + hi) / 2) + np.float32((hi - lo) / 2) * np.tanh(out)
+        return _mlp(self._head, _mlp(self._rho, x))

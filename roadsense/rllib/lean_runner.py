@@ -222,12 +222,12 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                        explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """RLlib's diagonal Gaussian over `NumpyPolicy`'s output: [means, log-stds]."""
         out = self._policy(packed[EGO], packed[PEER_X], packed[PEER_COUNT])
-        if self.module.log_std is not None:  # free log-stds: one parameter per action dimension
+        log_std_param = self.module.log_std
+        if log_std_param is not None:  # free log-stds: one parameter per action dimension
             n = out.shape[1]
             inputs = np.empty((len(out), 2 * n), np.float32)
             inputs[:, :n] = out
-            with torch.no_grad():
-                inputs[:, n:] = self.module.free_log_stds().numpy()
+            inputs[:, n:] = log_std_param.detach().numpy()
         else:
             inputs = out
         n = inputs.shape[1] // 2  # slices, not np.split: this runs every vector step

@@ -12,7 +12,6 @@ Model options come from ``model_config`` (the keys of `DeepSetsConfig`); RLlib's
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -26,19 +25,13 @@ from roadsense.errors import ConfigError
 from roadsense.models import DeepSets, DeepSetsConfig, packed_from_padded
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_INDEX, PEER_PAD, PEER_X, PEERS
 
-INIT_KEYS = {"init_action_mean": None, "init_log_std": None, "free_log_std": False,
-             "min_log_std": None}
+INIT_KEYS = {"init_action_mean": None, "init_log_std": None, "free_log_std": False}
 """Module-level model keys: the Gaussian's starting point in RLlib's normalised action space
 ([-1, 1] maps to the Box). ConvoyEnv starts near "driver only" (mean -1.5 -> brake 0, std
 ~0.6), so early rollouts explore a little braking instead of braking half the time.
 `free_log_std`: one learned std per action dimension instead of one per state. With a
 state-dependent std, PPO on ConvoyEnv raised the std in hazard states (std 1.75 when a peer
-reports -7 m/s^2) instead of the mean, so the deterministic policy never braked (measured).
-`min_log_std` (needs `free_log_std`): a soft floor, log-std = floor + softplus(raw - floor).
-With the model's `policy_range` bounding the means from below it keeps exploration alive:
-PPO otherwise pushes the std and, in states it cannot yet tell from calm ones, the mean down
-until no sample crosses the brake threshold, and a policy that never brakes never learns
-that braking on a hazard pays (README, learning bar)."""
+reports -7 m/s^2) instead of the mean, so the deterministic policy never braked (measured)."""
 
 
 def _rllib_model_keys() -> set[str]:
@@ -94,53 +87,24 @@ class DeepSetsRLModule(TorchRLModule, ValueFunctionAPI):
         n = int(self.action_space.shape[0])
         mc = self.model_config or {}
         self.free_log_std = bool(mc.get("free_log_std", False))
-        net_config = deepsets_config_from(self.model_config)
-        self.min_log_std = None if mc.get("min_log_std") is None else float(mc["min_log_std"])
-        for key, value in (("policy_range", net_config.policy_range),
-                           ("min_log_std", self.min_log_std)):
-            if value is not None and not self.free_log_std:
-                raise ConfigError(f"model {key}={value!r} needs free_log_std",
-                                  fix="set free_log_std: true, or drop " + key)
         # Gaussian: n means, and n log-stds from the net or (free_log_std) one parameter each
         out_dim = n if self.free_log_std else 2 * n
-        self.net = DeepSets(ego_dim, peer_dim, out_dim, net_config)
+        self.net = DeepSets(ego_dim, peer_dim, out_dim, deepsets_config_from(self.model_config))
         init_std = float(mc["init_log_std"]) if mc.get("init_log_std") is not None else 0.0
-        self.log_std = (torch.nn.Parameter(torch.full((n,), self._raw_log_std(init_std)))
+        self.log_std = (torch.nn.Parameter(torch.full((n,), init_std))
                         if self.free_log_std else None)
         with torch.no_grad():  # the policy head's bias is [means..., log-stds...]
             if mc.get("init_action_mean") is not None:
-                try:
-                    bias = self.net.head_output_for(float(mc["init_action_mean"]))
-                except ValueError as exc:
-                    raise ConfigError(f"model init_action_mean: {exc}",
-                                      fix="start the mean inside policy_range") from exc
-                self.net.pi_head.bias[:n] = bias
+                self.net.pi_head.bias[:n] = float(mc["init_action_mean"])
             if not self.free_log_std and mc.get("init_log_std") is not None:
                 self.net.pi_head.bias[n:] = init_std
-
-    def _raw_log_std(self, log_std: float) -> float:
-        """The free parameter's value for an effective log-std (the floor's inverse)."""
-        floor = self.min_log_std
-        if floor is None:
-            return log_std
-        if not log_std > floor:
-            raise ConfigError(f"model init_log_std={log_std} is not above min_log_std={floor}",
-                              fix="start the log-std above its floor")
-        return floor + math.log(math.expm1(log_std - floor))
-
-    def free_log_stds(self) -> torch.Tensor:
-        """The Gaussian's log-stds (n,) when they are free parameters, floored if asked."""
-        if self.min_log_std is None:
-            return self.log_std
-        floor = self.min_log_std
-        return floor + torch.nn.functional.softplus(self.log_std - floor)
 
     def _dist_inputs(self, ego: torch.Tensor, peers: torch.Tensor,
                      index: torch.Tensor) -> torch.Tensor:
         out = self.net.policy(ego, peers, index)
         if self.log_std is None:
             return out
-        return torch.cat([out, self.free_log_stds().expand(out.shape[0], -1)], dim=1)
+        return torch.cat([out, self.log_std.expand(out.shape[0], -1)], dim=1)
 
     # The net has no dropout or batch norm, so train/eval mode changes nothing; RLlib's
     # wrappers would switch it twice per env step (a recursive walk over every submodule,

@@ -1,0 +1,62 @@
+"""Warm start: demonstrations of `v2v_rule` in the real ConvoyEnv, and a Deep Sets policy fitted
+to them that brakes where the rule brakes and not elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rllib_configs.ppo_convoy import CONVOY_MODEL
+from roadsense.envs import ConvoyEnv
+from roadsense.envs.observation import PEER_DIM
+from roadsense.models import NumpyPolicy
+from roadsense.rllib import DeepSetsRLModule
+from roadsense.rllib.warm_start import demonstrations, fit
+
+HARD = {"hazard": {"probability": 1.0, "hard_share": 1.0}, "episode_s": 15.0}
+
+
+@pytest.fixture(scope="module")
+def demo():
+    env = ConvoyEnv(config=HARD)
+    try:
+        first = demonstrations(env, "v2v_rule", 3000, seed=11)
+        again = demonstrations(env, "v2v_rule", 3000, seed=11)
+    finally:
+        env.close()
+    for name in ("ego", "peers", "counts", "brake", "returns"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+    return first
+
+
+def test_demonstrations_are_whole_episodes_of_the_rule(demo) -> None:
+    n = len(demo)
+    assert n >= 3000 and demo.episodes >= 2
+    assert len(demo.ego) == len(demo.counts) == len(demo.returns) == n
+    assert demo.counts.sum() == len(demo.peers) and demo.peers.shape[1] == PEER_DIM
+    # the rule brakes at 0.8 or not at all, and it did brake on these hazards
+    np.testing.assert_array_equal(np.unique(demo.brake), np.float32([0.0, 0.8]))
+    assert 0.01 < (demo.brake > 0).mean() < 0.5
+    assert np.isfinite(demo.returns).all()
+
+
+def _module() -> DeepSetsRLModule:
+    env = ConvoyEnv()  # spaces only
+    return DeepSetsRLModule(observation_space=env.observation_space,
+                            action_space=env.action_space, inference_only=False,
+                            model_config=CONVOY_MODEL)
+
+
+def test_fitted_policy_brakes_where_the_rule_brakes(demo) -> None:
+    torch.manual_seed(0)
+    module = _module()
+    report = fit(module.net, demo, no_brake_mean=CONVOY_MODEL["init_action_mean"],
+                 brake_threshold=0.05, seed=0)
+    assert report.steps == len(demo) and report.braking_share > 0
+    assert report.agree_brake >= 0.9 and report.agree_calm >= 0.95
+    # the deterministic policy (the Gaussian's mean, unsquashed, as evaluation runs it)
+    # against the rule's decisions on every demonstrated step
+    mean = NumpyPolicy(module.net)(demo.ego, demo.peers, demo.counts)[:, 0]
+    brakes, rule = (mean + 1) / 2 > 0.05, demo.brake > 0
+    assert brakes[rule].mean() >= 0.9 and (~brakes[~rule]).mean() >= 0.95
