@@ -61,12 +61,16 @@ class RewardWeights:
     brakes in 78 (seeds 0, 1, 2), and a fourth (seed 3) never learned to brake on hazards
     (README, learning bar). `roadsense train --false-brake-start` can start it lower and
     raise it part-way through the learning-rate decay."""
-    false_brake_onset: float = 0.0
+    false_brake_onset: float = 1.0
     """Once per start of braking while no hazard is under way (unsafe ttc is no excuse here),
-    matching how evaluation counts false braking (any braking in a no-hazard episode). Off by
-    default: at 1.0 PPO learned to brake on hazards far more slowly (training collision rate
-    5-6% against 1-3% without it over iterations 20-80, measured); the run's checkpoint
-    selection on `validation-v1` keeps false braking down instead."""
+    matching how evaluation counts false braking (any braking in a no-hazard episode). It was
+    off until 2026-11-26: at 1.0 PPO learned to brake on hazards far more slowly from scratch
+    (training collision rate 5-6% against 1-3% without it over iterations 20-80, measured).
+    Since runs start from an imitation of `v2v_rule` (`roadsense train --warm-start`) braking
+    on hazards is there from the first iteration, and without this term a warm-started run
+    drifted into light hedging brakes (0.05-0.5 of full) when it held a single peer's message
+    on a calm road: 3-5 false brakes in validation-v2's 78 calm episodes at minutes 6-24,
+    25-31 from minute 30 on (seed 3, README, learning bar)."""
     hazard_response: float = 1.0
     """Per second, on the brake command while a hazard is under way and a message reporting
     hard braking (`hazard_msg_decel_mps2`) from any car has reached the ego since it began;
