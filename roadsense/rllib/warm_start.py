@@ -20,7 +20,6 @@ module's starting one, so PPO explores around the rule from its first iteration.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -91,9 +90,10 @@ class FitReport:
     steps: int
     episodes: int
     braking_share: float
-    agree_brake: float
-    """Held-out braking steps where the fitted mean brakes too (above the threshold)."""
-    agree_calm: float
+    agree_brake: float | None
+    """Held-out braking steps where the fitted mean brakes too (above the threshold); None
+    when none were held out."""
+    agree_calm: float | None
     """Held-out non-braking steps where the fitted mean does not brake."""
     value_r2: float
     seconds: float
@@ -154,8 +154,8 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
     var = float(returns.var()) or 1.0
     return FitReport(
         steps=len(demo), episodes=demo.episodes, braking_share=float(braking.mean()),
-        agree_brake=float(brakes_now[want].mean()) if want.any() else math.nan,
-        agree_calm=float((~brakes_now[~want]).mean()) if (~want).any() else math.nan,
+        agree_brake=float(brakes_now[want].mean()) if want.any() else None,
+        agree_calm=float((~brakes_now[~want]).mean()) if (~want).any() else None,
         value_r2=1.0 - resid / var, seconds=time.perf_counter() - started)
 
 
