@@ -72,10 +72,11 @@ class RewardWeights:
     on a calm road: 3-5 false brakes in validation-v2's 78 calm episodes at minutes 6-24,
     25-31 from minute 30 on (seed 3, README, learning bar)."""
     hazard_response: float = 1.0
-    """Per second, on the brake command while a hazard is under way and a message reporting
-    hard braking (`hazard_msg_decel_mps2`) from any car has reached the ego since it began;
-    until 2026-11-26 only the hazard car's own message counted, which the ego of a far hazard
-    rarely hears (training-time shaping from ground truth: single-step exploration noise
+    """Per second, on the brake command while a hazard is under way and the ego's view holds
+    a message from a car ahead reporting hard braking (`hazard_msg_decel_mps2`), or held one
+    within `convoy_env.WARNING_HOLD_S`. Until 2026-11-26 (late) it paid from the first such
+    message to the end of the hazard, whatever the view held by then; earlier still only the
+    hazard car's own message counted, which the ego of a far hazard rarely hears (shaping from ground truth: single-step exploration noise
     alone did not teach a sustained brake within an hour; measured). At 1.0 the trained policy
     brakes at ~0.4 of full on a -9 m/s^2 hazard message where `v2v_rule` brakes at 0.8. 2.0
     was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12

@@ -23,7 +23,14 @@ from roadsense.envs.hazards import (
     draw_plan,
     validate_plan,
 )
-from roadsense.envs.observation import EGO_DIM, PEER_DIM, ego_features, peer_rows
+from roadsense.envs.observation import (
+    EGO_DIM,
+    PEER_DIM,
+    PEER_INDEX,
+    PEER_SCALE,
+    ego_features,
+    peer_rows,
+)
 from roadsense.envs.reward import RewardTracker
 from roadsense.errors import ConfigError
 from roadsense.seeding import seeds_from_rng
@@ -33,6 +40,16 @@ log = logging.getLogger(__name__)
 
 RADIO_ID = re.compile(r"^V\d{3}$")
 """Vehicles with a V2V radio; any other id is background traffic (an obstacle, not a peer)."""
+
+WARNING_HOLD_S = 1.0
+"""`hazard_response` pays for braking while the ego's view holds a warning (a peer ahead
+reporting hard braking) and for this long after the last one: messages come at 10 Hz and
+get lost, and `v2v_rule` holds its brake as long. Until 2026-11-26 it paid for the whole
+hazard from the first warning on, whatever the view held then, and policies learned to brake
+on cues of the hazard episodes that carried no warning (a calm peer far to the right, seen
+on one training curve): full brakes in 2-3 of `no-hazard-v1`'s calm episodes (README)."""
+_LONG, _ACC = PEER_INDEX["long_offset"], PEER_INDEX["accel"]
+_INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 
 
 def _step_of(time_s: float) -> int:
@@ -218,6 +235,7 @@ class ConvoyEnv(gym.Env):
         self._heading_err = 0.0
 
         self._overriding = False
+        self._warning_in_view_s = -math.inf
         self._driver_resync_step: int | None = None
         self._prev_brake = 0.0
         self._steps = 0
@@ -297,7 +315,10 @@ class ConvoyEnv(gym.Env):
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
         since_resolved = math.inf if hz.resolved_at_s is None else t_ep - hz.resolved_at_s
         reason = hz.active or since_resolved < 5.0
-        warned = (hz.active or since_resolved < 2.0) and self._gt["warning_rx_s"] is not None
+        if self._warning_in_view(obs["peers"]):
+            self._warning_in_view_s = t_ep
+        warned = (hz.active or since_resolved < 2.0) and \
+            t_ep - self._warning_in_view_s < WARNING_HOLD_S + 1e-9
         reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
                                     collision=ego_hit, justified=reason, warned=warned)
         self._prev_brake = brake
@@ -410,12 +431,19 @@ class ConvoyEnv(gym.Env):
         return obs, len(peers)
 
 
+    def _warning_in_view(self, peers: np.ndarray) -> bool:
+        """Whether the policy's own view holds a warning: a peer ahead reporting hard braking."""
+        if not len(peers):
+            return False
+        ahead = peers[:, _LONG] > 0.0
+        hard = peers[:, _ACC] <= -self.config.hazard_msg_decel_mps2 * _INV_ACC_SCALE
+        return bool((ahead & hard).any())
+
     def _note_warnings(self, msgs: Any, now: float) -> None:
         """When the ego first holds a message reporting hard braking: from the hazard car
         (`hazard_msg_rx_s`, the evaluation's reaction-time start) and, once the hazard has
-        begun, from any car (`warning_rx_s`, which the `hazard_response` shaping pays on: the
-        policy cannot tell senders apart, and when the hazard car's own messages are lost the
-        cars braking behind it are the warning)."""
+        begun, from any car (`warning_rx_s`: the policy cannot tell senders apart, and when
+        the hazard car's own messages are lost the cars braking behind it are the warning)."""
         hard = msgs.accel <= -self.config.hazard_msg_decel_mps2
         if not hard.any():
             return

@@ -12,8 +12,8 @@
 |               |              | under way or just resolved (5 s), whatever the ttc: the eval's  |
 |               |              | false-braking rate counts episodes, not brake-seconds           |
 | hazard_response | second     | +hazard_response * brake while the hazard is braking or just   |
-|               |              | resolved (2 s) and a message reporting hard braking (from any  |
-|               |              | car, since the hazard began) has reached the ego               |
+|               |              | resolved (2 s) and the ego's view holds a warning: a peer      |
+|               |              | ahead reporting hard braking, now or within the last second    |
 """
 
 from __future__ import annotations
