@@ -143,6 +143,34 @@ def test_braking_on_any_hard_braking_message_during_a_hazard_earns_the_shaping(
     assert braked["reward_terms"]["false_brake"] == 0.0
 
 
+def test_braking_during_a_hazard_without_a_warning_in_view_earns_no_shaping(
+        env: ConvoyEnv) -> None:
+    """`hazard_response` pays only while the ego's view holds a warning (or held one within
+    WARNING_HOLD_S): braking on anything else the hazard episode shows earns nothing, however
+    many warnings came earlier (they once did, and policies learned to brake on cues that
+    carried no warning)."""
+    plan = {"rank": 5, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
+    options = {"hazard": plan, "radio": {"loss_rate": 0.5}}
+    steps_since_warning = [10**6]
+
+    def blind(obs: dict) -> np.ndarray:
+        """Brakes after the onset, but only while no warning was in view for over 1 s."""
+        in_view = ((obs["peers"][:, 0] > 0) & (obs["peers"][:, 3] * 5 <= -2.5)).any()
+        steps_since_warning[0] = 0 if in_view else steps_since_warning[0] + 1
+        blind.t += 1
+        return np.array([0.6 if blind.t > 20 and steps_since_warning[0] > 12 else 0.0],
+                        np.float32)
+
+    blind.t = 0
+    trace = _rollout(env, 0, options=options, policy=blind)
+    info = trace["infos"][-1]
+    assert info["warning_rx_s"] is not None  # warnings came, and it braked around them
+    in_hazard = [i["hazard_phase"] in ("braking", "holding") and i["brake_steps"] > j["brake_steps"]
+                 for i, j in zip(trace["infos"][1:], trace["infos"][:-1], strict=True)]
+    assert sum(in_hazard) >= 5
+    assert info["reward_terms"]["hazard_response"] == 0.0
+
+
 def test_no_hazard_episode_and_false_braking(env: ConvoyEnv) -> None:
     obs, info = env.reset(seed=0, options={"hazard": None})
     assert info["hazard"] is None and info["hazard_phase"] == "none"

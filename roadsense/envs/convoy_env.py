@@ -268,6 +268,8 @@ class ConvoyEnv(gym.Env):
         brake = min(1.0, max(0.0, brake))
         ego = states.index(EGO_ID)
         t_ep = states.time_s - self._t0
+        # What the action was chosen on: a warning in this view or within the hold before it.
+        view_warned = t_ep - self._warning_in_view_s < WARNING_HOLD_S + 1e-6
 
         braking = brake > cfg.brake_threshold
         if braking:
@@ -315,10 +317,7 @@ class ConvoyEnv(gym.Env):
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
         since_resolved = math.inf if hz.resolved_at_s is None else t_ep - hz.resolved_at_s
         reason = hz.active or since_resolved < 5.0
-        if self._warning_in_view(obs["peers"]):
-            self._warning_in_view_s = t_ep
-        warned = (hz.active or since_resolved < 2.0) and \
-            t_ep - self._warning_in_view_s < WARNING_HOLD_S + 1e-9
+        warned = (hz.active or since_resolved < 2.0) and view_warned
         reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
                                     collision=ego_hit, justified=reason, warned=warned)
         self._prev_brake = brake
@@ -423,6 +422,8 @@ class ConvoyEnv(gym.Env):
         speed = float(states.speed[ego] + noise[2])
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now)
+        if self._warning_in_view(peers):
+            self._warning_in_view_s = now - self._t0
         if self._hazard.vehicle_id is not None and (
                 self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None):
             self._note_warnings(msgs, now)
