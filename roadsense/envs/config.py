@@ -71,7 +71,7 @@ class RewardWeights:
     drifted into light hedging brakes (0.05-0.5 of full) when it held a single peer's message
     on a calm road: 3-5 false brakes in validation-v2's 78 calm episodes at minutes 6-24,
     25-31 from minute 30 on (seed 3, README, learning bar)."""
-    hazard_response: float = 2.0
+    hazard_response: float = 1.0
     """Per second, on the brake command while a hazard is under way and the ego's view holds
     a message from a car ahead reporting hard braking (`hazard_msg_decel_mps2`), or held one
     within `convoy_env.WARNING_HOLD_S`. Until 2026-11-26 (late) it paid from the first such
