@@ -74,14 +74,16 @@ class RewardWeights:
     hazard_response: float = 1.0
     """Per second, on the brake command while a hazard is under way and the ego's view holds
     a message from a car ahead reporting hard braking (`hazard_msg_decel_mps2`), or held one
-    within `convoy_env.WARNING_HOLD_S`. Until 2026-11-26 (late) it paid from the first such
+    within `convoy_env.WARNING_HOLD_S`. Until 2026-11-26 15:00 it paid from the first such
     message to the end of the hazard, whatever the view held by then; earlier still only the
-    hazard car's own message counted, which the ego of a far hazard rarely hears (shaping from ground truth: single-step exploration noise
-    alone did not teach a sustained brake within an hour; measured). At 1.0 the trained policy
+    hazard car's own message counted, which the ego of a far hazard rarely hears (shaping
+    gated by ground truth: single-step exploration noise alone did not teach a sustained
+    brake within an hour; measured). At 1.0 the trained policy
     brakes at ~0.4 of full on a -9 m/s^2 hazard message where `v2v_rule` brakes at 0.8. 2.0
     was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12
     on, but two other runs stayed at 5-15 collisions at minutes 6-19 and trained at a 2% collision
-    rate against 0.5% at 1.0 (measured), so the default stays 1.0."""
+    rate against 0.5% at 1.0 (measured), so the default stays 1.0. With the view-gated
+    shaping 2.0 braked in 12 of validation-v2's 78 calm episodes at minute 5 (seed 3)."""
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 
