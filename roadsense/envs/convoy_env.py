@@ -423,11 +423,11 @@ class ConvoyEnv(gym.Env):
         speed = float(states.speed[ego] + noise[2])
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now)
-        if self._warning_in_view(peers):
-            self._warning_in_view_s = now - self._t0
-        if self._hazard.vehicle_id is not None and (
-                self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None):
-            self._note_warnings(msgs, now)
+        if self._hazard.vehicle_id is not None:  # no hazard, no shaping: skip the check
+            if self._warning_in_view(peers):
+                self._warning_in_view_s = now - self._t0
+            if self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None:
+                self._note_warnings(msgs, now)
         obs = {"ego": ego_features(speed, float(states.accel[ego] + noise[3]), brake),
                "peers": peers}
         return obs, len(peers)
