@@ -151,17 +151,16 @@ def test_braking_during_a_hazard_without_a_warning_in_view_earns_no_shaping(
     carried no warning)."""
     plan = {"rank": 5, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
     options = {"hazard": plan, "radio": {"loss_rate": 0.5}}
-    steps_since_warning = [10**6]
+    seen = {"steps": 0, "since_warning": 10**6}
 
     def blind(obs: dict) -> np.ndarray:
         """Brakes after the onset, but only while no warning was in view for over 1 s."""
         in_view = ((obs["peers"][:, 0] > 0) & (obs["peers"][:, 3] * 5 <= -2.5)).any()
-        steps_since_warning[0] = 0 if in_view else steps_since_warning[0] + 1
-        blind.t += 1
-        return np.array([0.6 if blind.t > 20 and steps_since_warning[0] > 12 else 0.0],
-                        np.float32)
+        seen["since_warning"] = 0 if in_view else seen["since_warning"] + 1
+        seen["steps"] += 1
+        brake = seen["steps"] > 20 and seen["since_warning"] > 12
+        return np.array([0.6 if brake else 0.0], np.float32)
 
-    blind.t = 0
     trace = _rollout(env, 0, options=options, policy=blind)
     info = trace["infos"][-1]
     assert info["warning_rx_s"] is not None  # warnings came, and it braked around them

@@ -78,8 +78,9 @@ class RewardWeights:
     message to the end of the hazard, whatever the view held by then; earlier still only the
     hazard car's own message counted, which the ego of a far hazard rarely hears (shaping
     gated by ground truth: single-step exploration noise alone did not teach a sustained
-    brake within an hour; measured). At 1.0 the trained policy
-    brakes at ~0.4 of full on a -9 m/s^2 hazard message where `v2v_rule` brakes at 0.8. 2.0
+    brake within an hour; measured). At 1.0, under the f6d38b8 reward and before the warm
+    start, the trained policy braked at ~0.4 of full on a -9 m/s^2 hazard message where
+    `v2v_rule` brakes at 0.8. 2.0
     was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12
     on, but two other runs stayed at 5-15 collisions at minutes 6-19 and trained at a 2% collision
     rate against 0.5% at 1.0 (measured), so the default stays 1.0. With the view-gated
