@@ -41,6 +41,7 @@ from roadsense.rllib import (
     register_vector_env,
 )
 from roadsense.rllib.env_runner import REWARD_SCHEDULE, check_reward_schedule
+from roadsense.rllib.learner import ImitationPPOTorchLearner
 
 STOP = {"training_iteration": 200}
 """Stop criteria of a full run."""
@@ -123,7 +124,8 @@ def build_config(
             env_to_module_connector=env_to_module_pieces,
             rollout_fragment_length="auto",
         )
-        .learners(learner_connector=learner_pieces)
+        # PPO's learner plus an imitation term, off until `set_imitation` gives it a weight
+        .learners(learner_connector=learner_pieces, learner_class=ImitationPPOTorchLearner)
         .rl_module(
             rl_module_spec=RLModuleSpec(
                 module_class=DeepSetsRLModule, model_config={**DEFAULT_MODEL, **(model or {})}

@@ -76,10 +76,15 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert 1.0 < ramp < 3.0
     assert [r["reward_weights"] for r in rows] == [{"false_brake": 1.0},
                                                    {"false_brake": pytest.approx(ramp)}]
+    # the imitation term is in the loss of every update (default weight 1.0)
+    assert all(0 < r["imitation_loss"] < 4 for r in rows)
 
     again = train(TrainSettings(storage=storage, iterations=3, resume=True, **TINY))
     assert again["run_id"] == first["run_id"]
     assert again["warm_start"] == warm  # a resumed run starts from its checkpoint, not again
+    # ... and imitates the same demonstrations (made again from the recorded seed)
+    rows = [json.loads(line) for line in (run_dir / "progress.jsonl").open()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3] and rows[2]["imitation_loss"] > 0
     assert [e["iteration"] for e in again["evaluations"]] == [1, 2, 3]
     assert [v["checkpoint"] for v in again["validations"]] == ["iter_000002", "iter_000003"]
     best = min(again["validations"], key=lambda v: (v["score"], -v["iteration"]))
@@ -137,6 +142,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start="nope"))
     with pytest.raises(ConfigError, match="--warm-start-steps"):
         train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_steps=0))
+    with pytest.raises(ConfigError, match="--warm-start-brake must be in"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_brake=0.01))
+    with pytest.raises(ConfigError, match="--imitation-weight must be >= 0"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, imitation_weight=-1.0))
     with pytest.raises(EvalSuiteError, match="no eval suite 'nope'"):  # before any Ray start
         train(TrainSettings(storage=str(tmp_path), iterations=1, validation_suite="nope"))
     assert TrainSettings(iterations=10, train_batch_size=400).lr_schedule(runners=2) == [

@@ -55,6 +55,12 @@ def app(
     ] = "v2v_rule",
     warm_start_steps: Annotated[int, typer.Option(
         min=1, help="env steps of the baseline to imitate")] = 40_000,
+    warm_start_brake: Annotated[float, typer.Option(
+        help="brake level imitated on the baseline's braking steps in hazard episodes "
+             "(0: the baseline's own)")] = 1.0,
+    imitation_weight: Annotated[float, typer.Option(
+        min=0.0, help="weight of the imitation term kept in PPO's loss (0: plain PPO after "
+        "the warm start)")] = 1.0,
     validation_suite: Annotated[str, typer.Option(
         help="suite that picks the checkpoint to evaluate ('none': the last one)")
     ] = "validation-v2",
@@ -98,7 +104,8 @@ def app(
         env_overrides=overrides, final_eval=final_eval,
         false_brake_start=false_brake_start,
         warm_start=None if warm_start.lower() == "none" else warm_start,
-        warm_start_steps=warm_start_steps)
+        warm_start_steps=warm_start_steps, warm_start_brake=warm_start_brake or None,
+        imitation_weight=imitation_weight)
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -114,6 +115,16 @@ class TrainSettings:
     scratch, whether a run learned to brake on warnings depended on its first minute (one seed
     in four never did, README, learning bar)."""
     warm_start_steps: int = 40_000
+    warm_start_brake: float | None = 1.0
+    """Brake level the imitation fits on the baseline's braking steps in hazard episodes (None:
+    the baseline's own, 0.8 for `v2v_rule`); its brakes in calm episodes are fitted as "no
+    brake" (`roadsense.rllib.warm_start.imitation_targets`). Full brake because it is what the
+    returns favour: `v2v_rule` at brake 0.8 and 1.0 on the training dataset (1,300 episodes,
+    hazards drawn as in training) TODO, and a single peer's hard-braking report is where
+    an imitation fitted to 0.8 (0.73 there) collided and the rule did not."""
+    imitation_weight: float = 1.0
+    """Weight of the imitation term added to PPO's loss for the whole run, on the warm start's
+    demonstrations (`roadsense.rllib.learner`); 0, or no `warm_start`: plain PPO."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """EnvConfig fields to override (e.g. {"episode_s": 20.0})."""
     final_eval: bool = True
@@ -180,6 +191,11 @@ class TrainSettings:
                             f"{sorted(BASELINES)} or none")
         if self.warm_start_steps < 1:
             problems.append(f"--warm-start-steps must be >= 1, got {self.warm_start_steps}")
+        if self.warm_start_brake is not None and not 0.05 < self.warm_start_brake <= 1.0:
+            problems.append(f"--warm-start-brake must be in (0.05, 1] (above the brake "
+                            f"threshold), got {self.warm_start_brake}")
+        if not (math.isfinite(self.imitation_weight) and self.imitation_weight >= 0):
+            problems.append(f"--imitation-weight must be >= 0, got {self.imitation_weight}")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
         if self.validation_suite:  # a bad name fails now, not at the first validation
@@ -200,6 +216,8 @@ class IterationReport:
     lr: float | None = None
     reward_weights: dict[str, float] | None = None
     """Scheduled reward weights of the iteration's sampling (None: no schedule)."""
+    imitation_loss: float | None = None
+    """The imitation term's mean squared error (unweighted) at the iteration's last update."""
 
 
 def _metric(result: dict, key: str) -> float | None:
@@ -210,10 +228,10 @@ def _metric(result: dict, key: str) -> float | None:
         return None
 
 
-def _learning_rate(result: dict) -> float | None:
+def _learner_stat(result: dict, key: str) -> float | None:
     for stats in (result.get("learners") or {}).values():
-        if isinstance(stats, dict) and "default_optimizer_learning_rate" in stats:
-            return float(stats["default_optimizer_learning_rate"])
+        if isinstance(stats, dict) and key in stats:
+            return float(stats[key])
     return None
 
 
@@ -291,7 +309,8 @@ def train(settings: TrainSettings,
     from roadsense.eval.policies import save_policy
     from roadsense.rllib import collect_seed_records
     from roadsense.rllib.env_runner import scheduled_weights
-    from roadsense.rllib.warm_start import warm_start
+    from roadsense.rllib.learner import IMITATION_LOSS
+    from roadsense.rllib.warm_start import keep_imitating, warm_start
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -342,7 +361,7 @@ def train(settings: TrainSettings,
     reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
     warm_started = time.monotonic()
     demo = None
-    if settings.warm_start and not resumed:
+    if settings.warm_start and (not resumed or settings.imitation_weight > 0):
         # before the env runners exist: this process's libsumo is free
         demo = _demonstrations(settings, dataset, env_config, manifest)
     algo = None
@@ -366,11 +385,17 @@ def train(settings: TrainSettings,
         elif demo is not None:
             fitted = warm_start(algo, demo, no_brake_mean=CONVOY_MODEL["init_action_mean"],
                                 brake_threshold=env_config.brake_threshold,
+                                brake=settings.warm_start_brake,
                                 seed=manifest["warm_start"]["seed"])
             manifest["warm_start"].update(fitted.as_dict(),
                                           seconds=time.monotonic() - warm_started)
             run_manifest.save(manifest, store.local)
             log.info("warm start from %s: %s", settings.warm_start, fitted)
+        if demo is not None and settings.imitation_weight > 0:
+            keep_imitating(algo, demo, weight=settings.imitation_weight,
+                           no_brake_mean=CONVOY_MODEL["init_action_mean"],
+                           brake_threshold=env_config.brake_threshold,
+                           brake=settings.warm_start_brake, seed=manifest["warm_start"]["seed"])
         # the warm start counts against the budget
         started = time.monotonic() if demo is None else warm_started
         budget_s = settings.budget_minutes * 60 if settings.budget_minutes else None
@@ -393,7 +418,8 @@ def train(settings: TrainSettings,
                 return_mean=_metric(result, "episode_return_mean"),
                 collision_rate=_metric(result, "convoy/collision_rate"),
                 false_brake_rate=_metric(result, "convoy/false_brake_rate"),
-                elapsed_s=elapsed, lr=_learning_rate(result),
+                elapsed_s=elapsed, lr=_learner_stat(result, "default_optimizer_learning_rate"),
+                imitation_loss=_learner_stat(result, IMITATION_LOSS),
                 # the runners got the weights for the step count before this iteration
                 reward_weights=scheduled_weights(reward_schedule, env_steps - int(sampled))
                 if reward_schedule else None)
@@ -439,12 +465,16 @@ def train(settings: TrainSettings,
 
 def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,
                     manifest: dict) -> Any:
-    """The warm start's baseline demonstrations, from one in-process env (seed recorded)."""
+    """The warm start's baseline demonstrations, from one in-process env (seed recorded; a
+    resumed run makes the same ones again from its record)."""
     from roadsense.envs import ConvoyEnv
     from roadsense.rllib.warm_start import demonstrations
 
-    seed = worker_seed(settings.seed, purpose="warm_start")
-    manifest["warm_start"] = {"baseline": settings.warm_start, "seed": seed}
+    if "warm_start" in manifest:
+        seed = int(manifest["warm_start"]["seed"])
+    else:
+        seed = worker_seed(settings.seed, purpose="warm_start")
+        manifest["warm_start"] = {"baseline": settings.warm_start, "seed": seed}
     env = ConvoyEnv(dataset, env_config.as_dict())
     try:
         return demonstrations(env, settings.warm_start, settings.warm_start_steps, seed)
