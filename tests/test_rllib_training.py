@@ -179,3 +179,56 @@ def test_reward_schedule_follows_the_runs_env_steps_in_every_sub_env(ray_local: 
         want = scheduled_weights(schedule, step)["false_brake"]
         assert per_env == [pytest.approx(want)] * 2, (step, per_env)
     assert any(1.0 < w[0] < 3.0 for _, w in seen) and seen[-1][1] == [3.0, 3.0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) -> None:
+    """Demonstrations that brake exactly where the toy reward says not to: with the imitation
+    term on, PPO's updates bring the policy's mean to them; at weight 0 they do not."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from roadsense.rllib import pack_observations
+    from roadsense.rllib.learner import IMITATION_LOSS
+    from roadsense.rllib.toy_env import ToyRaggedEnv, optimal_action
+    from roadsense.rllib.warm_start import Demonstrations, imitation_targets, peer_rows
+
+    env = ToyRaggedEnv()
+    obs = [env.reset(seed=s)[0] for s in range(600)]
+    packed = pack_observations(obs, 4)
+    wrong = np.array([1.0 - optimal_action(o) for o in obs], np.float32)
+    demo = Demonstrations(ego=packed["ego"], peers=packed["peer_x"], counts=packed["peer_count"],
+                          brake=wrong, returns=np.zeros(len(obs), np.float32),
+                          calm=np.zeros(len(obs), bool), episodes=1)
+    target, weight = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05)
+    data = demo.imitation_data(target, weight)
+
+    def error(learner) -> float:  # the weighted squared error of the learner's policy mean
+        net = learner.module[DEFAULT_MODULE_ID].net
+        rows = np.arange(len(obs))
+        index = torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(demo.counts))
+        with torch.no_grad():
+            mean = net.policy(torch.from_numpy(demo.ego),
+                              torch.from_numpy(demo.peers[peer_rows(demo.counts, rows)]),
+                              index)[:, 0].numpy()
+        return float(np.average((mean - target) ** 2, weights=weight))
+
+    errors, logged = {}, {}
+    for w in (0.0, 20.0):
+        config = build_config(env_id=TOY_ENV_ID, num_env_runners=0, train_batch_size=500,
+                              minibatch_size=250, num_epochs=5, lr=1e-2, model=SMALL_MODEL,
+                              seed=1)
+        algo = config.build_algo()
+        try:
+            algo.learner_group.foreach_learner(
+                lambda learner, w=w: learner.set_imitation(weight=w, data=data, seed=0))
+            before = next(iter(algo.learner_group.foreach_learner(error))).get()
+            for _ in range(4):
+                result = algo.train()
+            errors[w] = (before, next(iter(algo.learner_group.foreach_learner(error))).get())
+            logged[w] = result["learners"][DEFAULT_MODULE_ID].get(IMITATION_LOSS)
+        finally:
+            algo.stop()
+    assert errors[20.0][1] < 0.3 * errors[20.0][0], errors
+    assert errors[0.0][1] > 0.7 * errors[0.0][0], errors
+    assert logged[0.0] is None and 0 < logged[20.0] < errors[20.0][0]

@@ -3,6 +3,8 @@ to them that brakes where the rule brakes and not elsewhere."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from roadsense.envs import ConvoyEnv
 from roadsense.envs.observation import PEER_DIM
 from roadsense.models import NumpyPolicy
 from roadsense.rllib import DeepSetsRLModule
-from roadsense.rllib.warm_start import demonstrations, fit
+from roadsense.rllib.warm_start import demonstrations, fit, imitation_targets
 
 HARD = {"hazard": {"probability": 1.0, "hard_share": 1.0}, "episode_s": 15.0}
 
@@ -60,3 +62,31 @@ def test_fitted_policy_brakes_where_the_rule_brakes(demo) -> None:
     mean = NumpyPolicy(module.net)(demo.ego, demo.peers, demo.counts)[:, 0]
     brakes, rule = (mean + 1) / 2 > 0.05, demo.brake > 0
     assert brakes[rule].mean() >= 0.9 and (~brakes[~rule]).mean() >= 0.95
+
+
+def test_imitation_targets_brake_fully_on_hazards_and_never_in_calm_episodes(demo) -> None:
+    rule = demo.brake > 0
+    calm = np.zeros(len(demo), bool)
+    calm[: len(demo) // 2] = True  # as if the first half were calm episodes
+    demo = dataclasses.replace(demo, calm=calm)
+    assert rule[calm].any() and rule[~calm].any()
+    target, weight = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05,
+                                       brake=1.0)
+    braking = rule & ~calm
+    np.testing.assert_array_equal(target[braking], 1.0)  # full brake, normalised
+    np.testing.assert_array_equal(target[~braking], -1.5)  # incl. the rule's calm brakes
+    assert weight[braking].sum() == pytest.approx(weight[~braking].sum())
+    own, _ = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05)
+    np.testing.assert_allclose(own[braking], 2 * 0.8 - 1)  # the rule's own level
+
+
+def test_demonstrations_mark_calm_episodes() -> None:
+    env = ConvoyEnv(config={"hazard": {"probability": 0.5}, "episode_s": 8.0})
+    try:
+        demo = demonstrations(env, "v2v_rule", 800, seed=5)
+    finally:
+        env.close()
+    # one value per episode (episodes are 80 steps), both kinds present
+    per_episode = demo.calm.reshape(demo.episodes, -1)
+    assert (per_episode == per_episode[:, :1]).all()
+    assert 0 < per_episode[:, 0].sum() < demo.episodes
