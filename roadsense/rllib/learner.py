@@ -15,8 +15,9 @@ gradient, Rajeswaran et al. 2018).
 What. The loss of each minibatch gets ``weight x`` the weighted squared error between the
 policy's mean (RLlib's normalised action space) and the demonstrations' targets
 (`roadsense.rllib.warm_start.imitation_targets`) on a fresh draw of demonstration steps, braking
-steps weighing as much as all the others together. `weight` is set by the training loop each
-iteration (`set_imitation`); at 0 the learner is RLlib's PPO learner.
+steps weighing as much as all the others together. `roadsense train` sets the data and the
+weight once, after the warm start (`warm_start.keep_imitating`); until then, and at weight 0,
+the learner is RLlib's PPO learner.
 """
 
 from __future__ import annotations

@@ -10,12 +10,16 @@ did (README, learning bar). Starting from the rule's behaviour gives PPO the sus
 to refine instead of to discover.
 
 How. Run the baseline on the training dataset (one in-process env, before the env runners
-start) and record every observation, the baseline's action and the discounted return; fit
-the policy's mean to the baseline's action (in RLlib's normalised action space: brake b ->
-2b - 1; no brake -> the model's starting mean, below the brake threshold) with the braking
-steps weighted as much as all the others together, and the value head to the returns.
-Then load the weights into the learner and sync them to the env runners. The std stays the
-module's starting one, so PPO explores around the rule from its first iteration.
+start) and record every observation, the baseline's action, the discounted return and whether
+the episode had a hazard; fit the policy's mean to `imitation_targets` (in RLlib's normalised
+action space: the baseline's brakes in hazard episodes at `TrainSettings.warm_start_brake`,
+full brake by default, b -> 2b - 1; everything else, its false brakes in calm episodes
+included, -> the model's starting mean, below the brake threshold) with the braking steps
+weighted as much as all the others together, and the value head to the returns. Then load
+the weights into the learner and sync them to the env runners. The std stays the module's
+starting one, so PPO explores around the rule from its first iteration. `keep_imitating`
+gives the same targets to the learner's imitation term (`roadsense.rllib.learner`), which
+stays in PPO's loss for the whole run.
 """
 
 from __future__ import annotations
