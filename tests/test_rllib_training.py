@@ -191,7 +191,7 @@ def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) 
     from roadsense.rllib import pack_observations
     from roadsense.rllib.learner import IMITATION_LOSS
     from roadsense.rllib.toy_env import ToyRaggedEnv, optimal_action
-    from roadsense.rllib.warm_start import Demonstrations, imitation_targets, peer_rows
+    from roadsense.rllib.warm_start import Demonstrations, imitation_targets, sample_inputs
 
     env = ToyRaggedEnv()
     obs = [env.reset(seed=s)[0] for s in range(600)]
@@ -205,12 +205,9 @@ def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) 
 
     def error(learner) -> float:  # the weighted squared error of the learner's policy mean
         net = learner.module[DEFAULT_MODULE_ID].net
-        rows = np.arange(len(obs))
-        index = torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(demo.counts))
         with torch.no_grad():
-            mean = net.policy(torch.from_numpy(demo.ego),
-                              torch.from_numpy(demo.peers[peer_rows(demo.counts, rows)]),
-                              index)[:, 0].numpy()
+            mean = net.policy(*sample_inputs(demo.ego, demo.peers, demo.counts,
+                                             np.arange(len(obs))))[:, 0].numpy()
         return float(np.average((mean - target) ** 2, weights=weight))
 
     errors, logged = {}, {}

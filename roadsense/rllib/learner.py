@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 
-from roadsense.rllib.warm_start import peer_rows
+from roadsense.rllib.warm_start import sample_inputs
 
 IMITATION_LOSS = "imitation_loss"
 IMITATION_WEIGHT = "imitation_weight"
@@ -65,14 +65,10 @@ class ImitationPPOTorchLearner(PPOTorchLearner):
             return loss
         rows = self._imitation_rng.choice(len(demo["p"]), size=self.imitation_batch,
                                           p=demo["p"])
-        counts = demo["counts"][rows]
         module = self.module[module_id].unwrapped()
         device = next(module.parameters()).device
-        mean = module.net.policy(
-            torch.from_numpy(demo["ego"][rows]).to(device),
-            torch.from_numpy(demo["peers"][peer_rows(demo["counts"], rows)]).to(device),
-            torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(counts)).to(device),
-        )[:, 0]
+        ego, peers, index = sample_inputs(demo["ego"], demo["peers"], demo["counts"], rows)
+        mean = module.net.policy(ego.to(device), peers.to(device), index.to(device))[:, 0]
         imitation = torch.mean((mean - torch.from_numpy(demo["target"][rows]).to(device)) ** 2)
         self.metrics.log_value((module_id, IMITATION_LOSS), imitation.item(), window=1)
         self.metrics.log_value((module_id, IMITATION_WEIGHT), self._imitation_weight,

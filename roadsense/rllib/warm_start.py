@@ -115,18 +115,20 @@ class FitReport:
         return asdict(self)
 
 
-def peer_rows(counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Indices of the packed peer rows of the samples `rows` (samples hold `counts` peers)."""
-    starts = np.cumsum(counts) - counts
+def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray,
+                  rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The net's inputs (ego, packed peers, sample index) for the samples `rows` of packed
+    arrays whose samples hold `counts` peers each."""
+    starts = np.cumsum(counts) - counts  # each sample's first peer row
     c = counts[rows]
-    return np.repeat(starts[rows], c) + np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+    within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)  # 0.. within each sample
+    peer_rows = np.repeat(starts[rows], c) + within
+    index = torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(c))
+    return torch.from_numpy(ego[rows]), torch.from_numpy(peers[peer_rows]), index
 
 
 def _batch(demo: Demonstrations, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-    counts = demo.counts[rows]
-    index = torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(counts))
-    return (torch.from_numpy(demo.ego[rows]),
-            torch.from_numpy(demo.peers[peer_rows(demo.counts, rows)]), index,
+    return (*sample_inputs(demo.ego, demo.peers, demo.counts, rows),
             torch.from_numpy(demo.brake[rows]), torch.from_numpy(demo.returns[rows]))
 
 
