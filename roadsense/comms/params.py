@@ -54,13 +54,28 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "loss_rate": "range_rate",
         "jitter_std_ms": "range_pos",
         "position_std_m": "range_nonneg",
+        "accel_bias_mps2": "range_nonneg",
+        "gps_error_std_m": "range_nonneg",
+        "gps_error_tau_s": "range_pos",
+        "heading_bias_std_deg": "range_nonneg",
+        "source": "str",
+    },
+    "sensor_errors": {
+        "accel_bias_mps2": "nonneg",
+        "gps_error_std_m": "nonneg",
+        "gps_error_tau_s": "pos",
+        "heading_bias_std_deg": "nonneg",
         "source": "str",
     },
     "relay": {"max_hops": "hops", "source": "str"},
     "expected": {"latency_p50_ms": "pos", "latency_p95_ms": "pos", "source": "str"},
 }
 _TOP = {"format": "str", "name": "str", "description": "str"}
-_OPTIONAL = {("latency", "min_source")}
+_OPTIONAL = {("latency", "min_source")} | {
+    ("domain_randomization", k) for k in ("accel_bias_mps2", "gps_error_std_m", "gps_error_tau_s",
+                                          "heading_bias_std_deg")}
+_OPTIONAL_SECTIONS = {"sensor_errors"}
+"""A file without `sensor_errors` has no persistent sensor errors (`roadsense.comms.sensors`)."""
 _BIN_KEYS = {
     "min_m": "nonneg", "max_m": "pos", "loss": "rate", "mean_burst": "burst", "source": "str",
 }
@@ -94,6 +109,8 @@ class EmulatorParams:
     dr_ranges: dict[str, tuple[float, float]]
     max_relay_hops: int
     expected: dict[str, float]
+    sensor_errors: dict[str, float]
+    """Persistent sensor error levels (`roadsense.comms.sensors`); empty: none."""
     raw: dict[str, Any] = field(repr=False, compare=False)
     path: str | None = None
 
@@ -199,7 +216,8 @@ def validate_params(raw: Any) -> list[str]:
     for section, keys in _SCHEMA.items():
         sec = raw.get(section)
         if sec is None:
-            problems.append(f"{section}: missing section")
+            if section not in _OPTIONAL_SECTIONS:
+                problems.append(f"{section}: missing section")
             continue
         if not isinstance(sec, dict):
             problems.append(f"{section}: must be an object")
@@ -288,6 +306,8 @@ def params_from_dict(raw: dict[str, Any], *, path: str | Path | None = None) -> 
         dr_ranges={k: (float(v["min"]), float(v["max"])) for k, v in dr.items() if k != "source"},
         max_relay_hops=int(raw["relay"]["max_hops"]),
         expected={k: float(v) for k, v in raw["expected"].items() if k != "source"},
+        sensor_errors={k: float(v) for k, v in raw.get("sensor_errors", {}).items()
+                       if k != "source"},
         raw=raw,
         path=str(path) if path is not None else None,
     )

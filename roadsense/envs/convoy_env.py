@@ -15,6 +15,7 @@ import numpy as np
 
 from roadsense import EGO_ID, STEP_LENGTH_S
 from roadsense.comms import EspNowEmulator, load_params, params_version
+from roadsense.comms.sensors import SensorErrors
 from roadsense.envs.config import EnvConfig
 from roadsense.envs.hazards import (
     SPEED_MODE_DEFAULT,
@@ -28,6 +29,7 @@ from roadsense.envs.observation import (
     PEER_DIM,
     PEER_INDEX,
     PEER_SCALE,
+    AccelBaseline,
     ego_features,
     peer_rows,
 )
@@ -51,6 +53,8 @@ on one training curve): full brakes in up to 6 of `no-hazard-v1`'s 78 calm episo
 (README, learning bar)."""
 _LONG, _ACC = PEER_INDEX["long_offset"], PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
+_EGO_SOURCE = ("ego",)
+"""The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
 
 
 def _step_of(time_s: float) -> int:
@@ -77,7 +81,7 @@ class ConvoyEnv(gym.Env):
     reaction schedule (an agent brake never delays the driver's next decision). No hidden rules.
 
     ## Observation
-    `Dict(ego=Box(3,), peers=Sequence(Box(7,), stack=True))`: see
+    `Dict(ego=Box(2,), peers=Sequence(Box(7,), stack=True))`: see
     `roadsense.envs.observation` for the feature table (units and scales). `peers` holds one row
     per peer message the ego currently holds (0 to any number), in no particular order, never
     padded; stale messages (> 500 ms) are gone.
@@ -130,6 +134,8 @@ class ConvoyEnv(gym.Env):
         self._params = load_params(self.config.emulator_params)
         self.emulator_params_version = params_version(self._params)
         self._emulator = EspNowEmulator(self._params, relay_hops=self.config.relay_hops)
+        self._errors = SensorErrors(self._params)
+        self._baseline = AccelBaseline()
         self._sim: SumoProcess | None = None
         self._episode_steps = round(self.config.episode_s / STEP_LENGTH_S)
         n = self._params.noise_std
@@ -231,6 +237,14 @@ class ConvoyEnv(gym.Env):
         self._radio_info = self._emulator.reset(
             np.random.default_rng(seeds.radio), radio_ids, receivers=[EGO_ID],
             domain_randomization=cfg.domain_randomization and not radio, overrides=radio or None)
+        # Persistent sensor errors of every radio car (the ego's own sensors included), from a
+        # stream of their own so the radio's draws stay as they are.
+        sensor_levels = self._errors.reset(
+            np.random.default_rng(np.random.SeedSequence(seeds.domain, spawn_key=(1,))),
+            len(radio_ids), domain_randomization=cfg.domain_randomization)
+        self._err_slot = {v: i for i, v in enumerate(radio_ids)}
+        self._ego_err = self._err_slot[EGO_ID] if EGO_ID in self._err_slot else None
+        self._baseline.reset()
         self._last_ids: list[str] | None = None
         self._prev_angle = np.zeros(0)
         self._heading_err = 0.0
@@ -238,7 +252,6 @@ class ConvoyEnv(gym.Env):
         self._overriding = False
         self._warning_in_view_s = -math.inf
         self._driver_resync_step: int | None = None
-        self._prev_brake = 0.0
         self._steps = 0
         self._sumo_s = 0.0
         self._rewards = RewardTracker(cfg.reward, cfg.max_brake_mps2)
@@ -253,6 +266,7 @@ class ConvoyEnv(gym.Env):
             "peer_count": len(radio_ids) - 1,
             "radio_loss_rate": self._radio_info["loss_scale"] * self._params.overall_loss,
             "radio": self._radio_info,
+            "sensor_errors": sensor_levels.as_dict(),
             "seeds": seeds.as_dict(),
         }
         obs, peers = self._observe(states)
@@ -308,11 +322,11 @@ class ConvoyEnv(gym.Env):
             else:
                 self._gt["other_collisions"] += 1
         if EGO_ID not in states:  # left the road: nothing more to observe
-            obs = {"ego": ego_features(0.0, 0.0, brake),
+            obs = {"ego": ego_features(0.0, 0.0),
                    "peers": np.zeros((0, PEER_DIM), np.float32)}
             return obs, 0.0, False, True, self._info(collision=False, peers=0)
 
-        obs, peers = self._observe(states, brake)
+        obs, peers = self._observe(states)
         ttc, gap = self._ttc(states)
         self._gt["min_gap_m"] = min(self._gt["min_gap_m"], gap)
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
@@ -321,7 +335,6 @@ class ConvoyEnv(gym.Env):
         warned = (hz.active or since_resolved < 2.0) and view_warned
         reward = self._rewards.step(brake=brake if braking else 0.0, ttc_s=ttc,
                                     collision=ego_hit, justified=reason, warned=warned)
-        self._prev_brake = brake
         truncated = self._steps >= self._episode_steps and not ego_hit
         return obs, reward, ego_hit, truncated, self._info(collision=ego_hit, peers=peers)
 
@@ -394,7 +407,7 @@ class ConvoyEnv(gym.Env):
         closing = float(states.speed[ego] - states.speed[states.index(leader)])
         return (gap / closing if closing > 1e-6 else math.inf), gap
 
-    def _observe(self, states: Any, brake: float = 0.0) -> tuple[dict[str, np.ndarray], int]:
+    def _observe(self, states: Any) -> tuple[dict[str, np.ndarray], int]:
         ids = states.ids
         if ids != self._last_ids:  # vehicles came or went: rebuild the radio index
             self._last_ids = ids
@@ -402,34 +415,48 @@ class ConvoyEnv(gym.Env):
                                        dtype=np.intp)
             self._all_radio = len(self._radio_idx) == len(ids)
             self._radio_now = [ids[i] for i in self._radio_idx]
+            self._err_idx = np.array([self._err_slot[v] for v in self._radio_now], np.intp)
             self._prev_angle = states.angle_deg[self._radio_idx]
         idx = slice(None) if self._all_radio else self._radio_idx
         angle = states.angle_deg[idx]
         yaw = np.radians((angle - self._prev_angle + 180.0) % 360.0 - 180.0) / STEP_LENGTH_S
         self._prev_angle = angle
         now = states.time_s
-        self._emulator.step(now, self._radio_now, states.x[idx], states.y[idx], states.speed[idx],
-                            states.accel[idx], angle, -yaw)
+        # What each sender's GPS/IMU estimates: the true state plus its persistent errors
+        # (the radio adds the per-message noise).
+        err, ei = self._errors, self._err_idx
+        err.advance(STEP_LENGTH_S)
+        gps = err.gps_error[:, ei]
+        self._emulator.step(now, self._radio_now, states.x[idx] + gps[0], states.y[idx] + gps[1],
+                            states.speed[idx], states.accel[idx] + err.accel_bias[ei],
+                            angle + err.heading_bias_deg[ei], -yaw)
         msgs = self._emulator.view(EGO_ID)
 
         # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
         ego = states.index(EGO_ID)
         noise = self._sensor_rng.standard_normal(5) * self._noise_std
+        e = self._ego_err
+        if e is not None:
+            noise[0] += err.gps_error[0, e]
+            noise[1] += err.gps_error[1, e]
+            noise[3] += err.accel_bias[e]
         # A car fuses its GPS heading over time: low-pass the heading error (alpha 0.1 leaves
         # ~1.1 deg of the 4.7 deg per-fix noise), else lateral offsets of far peers jitter by
         # metres from the ego's own heading alone.
         self._heading_err += 0.1 * (noise[4] - self._heading_err)
-        heading = math.radians(90.0 - states.angle_deg[ego] + self._heading_err)
+        heading_deg = states.angle_deg[ego] + (err.heading_bias_deg[e] if e is not None else 0.0)
+        heading = math.radians(90.0 - heading_deg + self._heading_err)
         speed = float(states.speed[ego] + noise[2])
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
-                          msgs, now)
+                          msgs, now, self._baseline)
         if self._hazard.vehicle_id is not None:  # no hazard, no shaping: skip the check
             if self._warning_in_view(peers):
                 self._warning_in_view_s = now - self._t0
             if self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None:
-                self._note_warnings(msgs, now)
-        obs = {"ego": ego_features(speed, float(states.accel[ego] + noise[3]), brake),
-               "peers": peers}
+                self._note_warnings(msgs, peers, now)
+        ego_accel = self._baseline.relative(_EGO_SOURCE, (now,),
+                                            (float(states.accel[ego] + noise[3]),))[0]
+        obs = {"ego": ego_features(speed, ego_accel), "peers": peers}
         return obs, len(peers)
 
     def _warning_in_view(self, peers: np.ndarray) -> bool:
@@ -440,12 +467,13 @@ class ConvoyEnv(gym.Env):
         hard = peers[:, _ACC] <= -self.config.hazard_msg_decel_mps2 * _INV_ACC_SCALE
         return bool((ahead & hard).any())
 
-    def _note_warnings(self, msgs: Any, now: float) -> None:
-        """When the ego first holds a message reporting hard braking: from the hazard car
-        (`hazard_msg_rx_s`, the evaluation's reaction-time start) and, once the hazard has
-        begun, from any car (`warning_rx_s`: the policy cannot tell senders apart, and when
-        the hazard car's own messages are lost the cars braking behind it are the warning)."""
-        hard = msgs.accel <= -self.config.hazard_msg_decel_mps2
+    def _note_warnings(self, msgs: Any, peers: np.ndarray, now: float) -> None:
+        """When the ego first holds a message reporting hard braking (in the observation's
+        terms: against the sender's running mean): from the hazard car (`hazard_msg_rx_s`, the
+        evaluation's reaction-time start) and, once the hazard has begun, from any car
+        (`warning_rx_s`: the policy cannot tell senders apart, and when the hazard car's own
+        messages are lost the cars braking behind it are the warning)."""
+        hard = peers[:, _ACC] <= -self.config.hazard_msg_decel_mps2 * _INV_ACC_SCALE
         if not hard.any():
             return
         t = round(now - self._t0, 3)

@@ -5,40 +5,93 @@ Every feature is an SI quantity divided by a fixed scale so values sit around [-
 | ego feature   | quantity                                        | unit  | scale |
 |---------------|-------------------------------------------------|-------|-------|
 | speed         | own speed (wheel/GPS, with measured noise)       | m/s   | 30    |
-| accel         | own longitudinal acceleration (IMU, noisy)       | m/s^2 | 5     |
-| prev_brake    | the agent's previous brake command               | 0..1  | 1     |
+| accel         | own longitudinal acceleration (IMU) minus its running mean | m/s^2 | 5 |
 
 | peer feature  | quantity (in the ego's frame)                    | unit  | scale |
 |---------------|-------------------------------------------------|-------|-------|
 | long_offset   | distance ahead (+) / behind (-) along ego heading | m    | 100   |
 | lat_offset    | distance to the left (+)                         | m     | 10    |
 | rel_speed     | peer speed minus ego speed                       | m/s   | 10    |
-| accel         | peer's reported acceleration                     | m/s^2 | 5     |
+| accel         | peer's reported acceleration minus that sender's running mean | m/s^2 | 5 |
 | rel_heading   | peer heading minus ego heading, wrapped          | rad   | 1     |
 | age           | now minus the message's send time                | s     | 0.5   |
 | extra_hops    | relay hops beyond the direct one                 | -     | 1     |
 
-Positions and headings on both sides are GPS/IMU estimates with the measured noise, so the
-offsets carry the noise of both cars, as in a real car.
+Positions and headings on both sides are GPS/IMU estimates with the measured noise and
+persistent errors (`roadsense.comms.sensors`), so the offsets carry the errors of both cars, as
+in a real car.
+
+Accelerations are relative to a running mean (`AccelBaseline`, time constant `BASELINE_TAU_S`)
+kept per sender (and for the ego's own IMU): real IMUs read constant offsets of several m/s^2
+(mounting angle, gravity), as large as a hard brake, while a hard brake is a sudden change of a
+car's own reading. The observation carries that change, so a constant bias cancels.
+
+The observation holds no record of the agent's own commands: whatever keeps a brake on has to
+be in view (a peer's message), never the memory of having braked.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from roadsense.comms import ReceivedMessages
 from roadsense.comms.messages import ACCEL, HEADING, SPEED
 
-EGO_FEATURES = ("speed", "accel", "prev_brake")
+EGO_FEATURES = ("speed", "accel")
 PEER_FEATURES = ("long_offset", "lat_offset", "rel_speed", "accel", "rel_heading", "age",
                  "extra_hops")
-EGO_SCALE = np.array([30.0, 5.0, 1.0], dtype=np.float32)
+EGO_SCALE = np.array([30.0, 5.0], dtype=np.float32)
 PEER_SCALE = np.array([100.0, 10.0, 10.0, 5.0, 1.0, 0.5, 1.0])
 EGO_DIM, PEER_DIM = len(EGO_FEATURES), len(PEER_FEATURES)
 PEER_INDEX = {name: i for i, name in enumerate(PEER_FEATURES)}
 _INV_PEER_SCALE = 1.0 / PEER_SCALE
+BASELINE_TAU_S = 10.0
+"""Time constant of the running mean accelerations are taken against: long against a hard
+brake (a 3 s brake at 7.5 m/s^2 still reads -5.5 m/s^2 at its end), short against a drive."""
+
+
+class AccelBaseline:
+    """Per-source running mean of reported accelerations; `relative` gives each reading minus
+    its source's mean before that reading.
+
+    Each source (a sender id, or "ego") has an exponential mean with time constant `tau_s`,
+    updated once per new reading (a later send time); a reading seen again (the same message
+    held over several steps) gives the same value. A source's first reading starts its mean,
+    so an unknown sender never looks like it is braking.
+    """
+
+    def __init__(self, tau_s: float = BASELINE_TAU_S) -> None:
+        if not tau_s > 0:
+            raise ValueError(f"tau_s must be > 0, got {tau_s!r}")
+        self.tau_s = tau_s
+        self._mean: dict[object, float] = {}
+        self._time: dict[object, float] = {}
+
+    def reset(self) -> None:
+        self._mean.clear()
+        self._time.clear()
+
+    def relative(self, sources: Sequence[object], times_s: np.ndarray, accel: np.ndarray
+                 ) -> np.ndarray:
+        """Readings `accel` of `sources` sent at `times_s` (aligned), relative to each source's
+        running mean; updates the means."""
+        out = np.zeros(len(accel))
+        mean, last_t = self._mean, self._time
+        for i, src in enumerate(sources):
+            a, t = float(accel[i]), float(times_s[i])
+            m = mean.get(src)
+            if m is None:
+                mean[src], last_t[src] = a, t
+                continue
+            out[i] = a - m
+            dt = t - last_t[src]
+            if dt > 0:
+                mean[src] = m + (1.0 - math.exp(-dt / self.tau_s)) * (a - m)
+                last_t[src] = t
+        return out
 
 
 def sumo_angle_to_rad(angle_deg: np.ndarray | float) -> np.ndarray | float:
@@ -46,15 +99,19 @@ def sumo_angle_to_rad(angle_deg: np.ndarray | float) -> np.ndarray | float:
     return np.radians(90.0 - angle_deg)
 
 
-def ego_features(speed: float, accel: float, prev_brake: float) -> np.ndarray:
-    return np.array([speed, accel, prev_brake], dtype=np.float32) / EGO_SCALE
+def ego_features(speed: float, accel: float) -> np.ndarray:
+    """The ego row; `accel` is already relative to the IMU's running mean."""
+    return np.array([speed, accel], dtype=np.float32) / EGO_SCALE
 
 
 def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: float,
-              msgs: ReceivedMessages, now_s: float) -> np.ndarray:
+              msgs: ReceivedMessages, now_s: float,
+              baseline: AccelBaseline | None = None) -> np.ndarray:
     """(K, PEER_DIM) float32 rows, one per held message, in the order the messages come.
 
-    A pure function of its inputs: permuting the messages permutes the rows, nothing else.
+    `baseline`: the receiver's `AccelBaseline` (updated here); None leaves the reported
+    accelerations absolute (tests of the geometry). With the same baseline state, permuting the
+    messages permutes the rows, nothing else.
     The offsets, relative speed and acceleration are linear in the message content block, so
     they come out of one small matrix product; heading, age and hops are written row by row
     (this runs every step).
@@ -68,6 +125,8 @@ def peer_rows(ego_x: float, ego_y: float, ego_heading_rad: float, ego_speed: flo
     rows = np.empty((PEER_DIM, len(msgs)))
     np.matmul(a, msgs.content, out=rows[:4])
     rows[:4] += offset[:, None]
+    if baseline is not None:
+        rows[3] = baseline.relative(msgs.sender, msgs.send_time_s, rows[3])
     heading = np.radians(90.0 - msgs.content[HEADING]) + (np.pi - ego_heading_rad)
     np.remainder(heading, 2 * np.pi, out=rows[4])
     rows[4] -= np.pi
