@@ -45,7 +45,11 @@ def test_packaged_file_holds_the_field_figures():
                            "accel_std_mps2": 0.395, "heading_std_deg": 4.71,
                            "yaw_rate_std_rps": 0.0232}
     assert p.dr_ranges == {"latency_mean_ms": (1.92, 7.68), "loss_rate": (0.029, 0.25),
-                           "jitter_std_ms": (0.52, 2.09), "position_std_m": (0.5, 4.44)}
+                           "jitter_std_ms": (0.52, 2.09), "position_std_m": (0.5, 4.44),
+                           "accel_bias_mps2": (0.5, 4.0), "gps_error_std_m": (1.0, 10.0),
+                           "gps_error_tau_s": (5.0, 40.0), "heading_bias_std_deg": (0.0, 8.0)}
+    assert p.sensor_errors == {"accel_bias_mps2": 3.6, "gps_error_std_m": 5.0,
+                               "gps_error_tau_s": 15.0, "heading_bias_std_deg": 3.0}
     assert p.max_relay_hops == 3
 
 

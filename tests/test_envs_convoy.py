@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 from roadsense.comms import ReceivedMessages
 from roadsense.envs import ENV_ID, ConvoyEnv
 from roadsense.envs.baselines import make_baseline
-from roadsense.envs.observation import EGO_SCALE, PEER_DIM, peer_rows
+from roadsense.envs.observation import EGO_DIM, EGO_SCALE, PEER_DIM, peer_rows
 from roadsense.errors import ConfigError
 from roadsense.sim.scenario import write_convoy
 
@@ -59,7 +59,7 @@ def test_registered_id_builds_the_env() -> None:
     e = gym.make(ENV_ID, config={"episode_s": 2.0})
     try:
         obs, _ = e.reset(seed=0)
-        assert obs["ego"].shape == (3,) and obs["peers"].shape[1] == PEER_DIM
+        assert obs["ego"].shape == (EGO_DIM,) and obs["peers"].shape[1] == PEER_DIM
     finally:
         e.close()
 
@@ -149,8 +149,8 @@ def test_braking_during_a_hazard_without_a_warning_in_view_earns_no_shaping(
     WARNING_HOLD_S): braking on anything else the hazard episode shows earns nothing, however
     many warnings came earlier (they once did, and policies learned to brake on cues that
     carried no warning)."""
-    plan = {"rank": 5, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
-    options = {"hazard": plan, "radio": {"loss_rate": 0.5}}
+    plan = {"rank": 2, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
+    options = {"hazard": plan, "radio": {"loss_rate": 0.3}}
     seen = {"steps": 0, "since_warning": 10**6}
 
     def blind(obs: dict) -> np.ndarray:

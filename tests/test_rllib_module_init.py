@@ -15,7 +15,8 @@ def test_convoy_model_starts_near_driver_only_with_one_std() -> None:
                               action_space=env.action_space, inference_only=False,
                               model_config=CONVOY_MODEL)
     rng = np.random.default_rng(0)
-    obs = [{"ego": rng.normal(size=3).astype(np.float32),
+    ego_dim = env.observation_space["ego"].shape[0]
+    obs = [{"ego": rng.normal(size=ego_dim).astype(np.float32),
             "peers": rng.normal(size=(k, 7)).astype(np.float32)} for k in (0, 3, 12)]
     batch = {Columns.OBS: {k: torch.as_tensor(v) for k, v in pack_observations(obs, 7).items()}}
     with torch.no_grad():

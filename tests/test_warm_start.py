@@ -27,7 +27,7 @@ def demo():
         again = demonstrations(env, "v2v_rule", 3000, seed=11)
     finally:
         env.close()
-    for name in ("ego", "peers", "counts", "brake", "returns"):
+    for name in ("ego", "peers", "counts", "brake", "returns", "warned"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     return first
 
@@ -58,9 +58,9 @@ def test_fitted_policy_brakes_where_the_rule_brakes(demo) -> None:
     assert report.steps == len(demo) and report.braking_share > 0
     assert report.agree_brake >= 0.9 and report.agree_calm >= 0.95
     # the deterministic policy (the Gaussian's mean, unsquashed, as evaluation runs it)
-    # against the rule's decisions on every demonstrated step
+    # against the rule's decisions with a warning in view, on every demonstrated step
     mean = NumpyPolicy(module.net)(demo.ego, demo.peers, demo.counts)[:, 0]
-    brakes, rule = (mean + 1) / 2 > 0.05, demo.brake > 0
+    brakes, rule = (mean + 1) / 2 > 0.05, (demo.brake > 0) & demo.warned
     assert brakes[rule].mean() >= 0.9 and (~brakes[~rule]).mean() >= 0.95
 
 
@@ -72,9 +72,11 @@ def test_imitation_targets_brake_fully_on_hazards_and_never_in_calm_episodes(dem
     assert rule[calm].any() and rule[~calm].any()
     target, weight = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05,
                                        brake=1.0)
-    braking = rule & ~calm
+    braking = rule & ~calm & demo.warned
+    held = rule & ~calm & ~demo.warned  # the rule's 1 s hold after the warning left the view
+    assert held.any() and braking.any()
     np.testing.assert_array_equal(target[braking], 1.0)  # full brake, normalised
-    np.testing.assert_array_equal(target[~braking], -1.5)  # incl. the rule's calm brakes
+    np.testing.assert_array_equal(target[~braking], -1.5)  # incl. calm and held brakes
     assert weight[braking].sum() == pytest.approx(weight[~braking].sum())
     own, _ = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05)
     np.testing.assert_allclose(own[braking], 2 * 0.8 - 1)  # the rule's own level

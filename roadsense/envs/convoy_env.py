@@ -31,6 +31,7 @@ from roadsense.envs.observation import (
     PEER_SCALE,
     AccelBaseline,
     ego_features,
+    holds_warning,
     peer_rows,
 )
 from roadsense.envs.reward import RewardTracker
@@ -51,7 +52,7 @@ hazard from the first warning on, whatever the view held then, and policies lear
 on cues of the hazard episodes that carried no warning (a calm peer far to the right, seen
 on one training curve): full brakes in up to 6 of `no-hazard-v1`'s 78 calm episodes
 (README, learning bar)."""
-_LONG, _ACC = PEER_INDEX["long_offset"], PEER_INDEX["accel"]
+_ACC = PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 _EGO_SOURCE = ("ego",)
 """The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
@@ -450,7 +451,7 @@ class ConvoyEnv(gym.Env):
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now, self._baseline)
         if self._hazard.vehicle_id is not None:  # no hazard, no shaping: skip the check
-            if self._warning_in_view(peers):
+            if holds_warning(peers, self.config.hazard_msg_decel_mps2):
                 self._warning_in_view_s = now - self._t0
             if self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None:
                 self._note_warnings(msgs, peers, now)
@@ -458,14 +459,6 @@ class ConvoyEnv(gym.Env):
                                             (float(states.accel[ego] + noise[3]),))[0]
         obs = {"ego": ego_features(speed, ego_accel), "peers": peers}
         return obs, len(peers)
-
-    def _warning_in_view(self, peers: np.ndarray) -> bool:
-        """Whether the policy's own view holds a warning: a peer ahead reporting hard braking."""
-        if not len(peers):
-            return False
-        ahead = peers[:, _LONG] > 0.0
-        hard = peers[:, _ACC] <= -self.config.hazard_msg_decel_mps2 * _INV_ACC_SCALE
-        return bool((ahead & hard).any())
 
     def _note_warnings(self, msgs: Any, peers: np.ndarray, now: float) -> None:
         """When the ego first holds a message reporting hard braking (in the observation's

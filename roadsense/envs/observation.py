@@ -67,36 +67,39 @@ class AccelBaseline:
         if not tau_s > 0:
             raise ValueError(f"tau_s must be > 0, got {tau_s!r}")
         self.tau_s = tau_s
-        self._mean: dict[object, float] = {}
-        self._time: dict[object, float] = {}
+        self._state: dict[object, list[float]] = {}  # source -> [mean, time, last output]
 
     def reset(self) -> None:
-        self._mean.clear()
-        self._time.clear()
+        self._state.clear()
 
-    def relative(self, sources: Sequence[object], times_s: np.ndarray, accel: np.ndarray
-                 ) -> np.ndarray:
+    def relative(self, sources: Sequence[object], times_s: Sequence[float],
+                 accel: Sequence[float]) -> np.ndarray:
         """Readings `accel` of `sources` sent at `times_s` (aligned), relative to each source's
         running mean; updates the means."""
         out = np.zeros(len(accel))
-        mean, last_t = self._mean, self._time
+        state = self._state
         for i, src in enumerate(sources):
             a, t = float(accel[i]), float(times_s[i])
-            m = mean.get(src)
-            if m is None:
-                mean[src], last_t[src] = a, t
-                continue
-            out[i] = a - m
-            dt = t - last_t[src]
-            if dt > 0:
-                mean[src] = m + (1.0 - math.exp(-dt / self.tau_s)) * (a - m)
-                last_t[src] = t
+            st = state.get(src)
+            if st is None:
+                state[src] = [a, t, 0.0]
+            elif t > st[1]:
+                mean = st[0]
+                out[i] = st[2] = a - mean
+                st[0] = mean + (1.0 - math.exp(-(t - st[1]) / self.tau_s)) * (a - mean)
+                st[1] = t
+            else:  # the same message again
+                out[i] = st[2]
         return out
 
 
-def sumo_angle_to_rad(angle_deg: np.ndarray | float) -> np.ndarray | float:
-    """SUMO's angle (0 = north, clockwise, degrees) to a math heading (0 = east, CCW, rad)."""
-    return np.radians(90.0 - angle_deg)
+def holds_warning(peers: np.ndarray, decel_mps2: float) -> bool:
+    """Whether observation rows `peers` hold a warning: a peer ahead whose acceleration reads
+    `decel_mps2` or harder below its running mean."""
+    if not len(peers):
+        return False
+    hard = peers[:, PEER_INDEX["accel"]] <= -decel_mps2 / PEER_SCALE[PEER_INDEX["accel"]]
+    return bool((hard & (peers[:, PEER_INDEX["long_offset"]] > 0.0)).any())
 
 
 def ego_features(speed: float, accel: float) -> np.ndarray:

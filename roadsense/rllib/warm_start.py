@@ -33,6 +33,7 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from roadsense.envs.baselines import make_baseline
+from roadsense.envs.observation import holds_warning
 from roadsense.models import DeepSets
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_X, pack_observations
 
@@ -48,6 +49,9 @@ class Demonstrations:
     returns: np.ndarray
     calm: np.ndarray
     """Per step: the episode had no hazard (the baseline's brakes there are false brakes)."""
+    warned: np.ndarray
+    """Per step: the observation holds a warning (`holds_warning`); braking without one rests
+    on the baseline's memory, which the policy's observation does not have."""
     episodes: int
 
     def __len__(self) -> int:
@@ -67,6 +71,8 @@ def demonstrations(env: Any, baseline: str, steps: int, seed: int,
     brakes: list[float] = []
     returns: list[np.ndarray] = []
     calm: list[np.ndarray] = []
+    warned: list[bool] = []
+    decel = env.config.hazard_msg_decel_mps2
     episodes = 0
     while len(brakes) < steps:
         obs, info = env.reset(seed=seed + episodes)
@@ -77,6 +83,7 @@ def demonstrations(env: Any, baseline: str, steps: int, seed: int,
         while not done:
             action = policy(obs)
             observations.append(obs)
+            warned.append(holds_warning(obs["peers"], decel))
             brakes.append(float(action[0]))
             obs, reward, term, trunc, _ = env.step(action)
             rewards.append(float(reward))
@@ -93,7 +100,8 @@ def demonstrations(env: Any, baseline: str, steps: int, seed: int,
     return Demonstrations(ego=packed[EGO], peers=packed[PEER_X], counts=packed[PEER_COUNT],
                           brake=np.asarray(brakes, np.float32),
                           returns=np.concatenate(returns).astype(np.float32),
-                          calm=np.concatenate(calm), episodes=episodes)
+                          calm=np.concatenate(calm), warned=np.asarray(warned, bool),
+                          episodes=episodes)
 
 
 @dataclass(frozen=True)
@@ -137,10 +145,13 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     """Per step, the policy mean to imitate (RLlib's normalised action space: brake b -> 2b - 1)
     and its weight (braking steps weigh as much as all the others together).
 
-    Imitated braking: the baseline's brakes in hazard episodes, at `brake` (None: the
-    baseline's own level). Its brakes in calm episodes are false brakes and become "no brake":
-    a mean of `no_brake_mean`, well below the threshold."""
-    braking = (demo.brake > brake_threshold) & ~demo.calm
+    Imitated braking: the baseline's brakes in hazard episodes while the observation holds a
+    warning, at `brake` (None: the baseline's own level). Everything else becomes "no brake" (a
+    mean of `no_brake_mean`, well below the threshold): its brakes in calm episodes are false
+    brakes, and its brakes held on after the warning left the view (`v2v_rule` holds for 1 s)
+    rest on a memory the observation does not carry, so imitating them would teach braking on
+    views that look calm."""
+    braking = (demo.brake > brake_threshold) & ~demo.calm & demo.warned
     level = demo.brake if brake is None else np.full(len(demo), brake, np.float32)
     target = np.where(braking, 2.0 * level - 1.0, no_brake_mean).astype(np.float32)
     share = float(braking.mean()) if len(demo) else 0.0
