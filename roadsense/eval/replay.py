@@ -261,7 +261,7 @@ def _load_events(path: Path, t0_ms: float, t1_ms: float) -> tuple[BrakeEvent, ..
         a, b = start + offset_ms, end + offset_ms
         if b < t0_ms or a > t1_ms:
             raise RecordingError(
-                f"field {where} maps to {a:.0f}-{b:.0f} ms on the ego clock, outside the "
+                f"field {where[:-1]} maps to {a:.0f}-{b:.0f} ms on the ego clock, outside the "
                 f"recording ({t0_ms:.0f}-{t1_ms:.0f} ms)", path=path,
                 fix=f"check {clocks[0]} against the recording's timestamps_local_ms")
         low = ev.get("min_accel_x_ms2")
@@ -431,12 +431,14 @@ def run_policy(policy: Policy, inp: ReplayInput, mode: str = "closed_loop") -> n
     feeds = bool(getattr(policy, "prev_brake_input", False))
     out = np.zeros(len(inp.obs))
     prev = np.zeros(1, dtype=np.float32)
-    for r, o in enumerate(inp.obs):
-        if feeds:
-            o = {**o, PREV_BRAKE_KEY: prev if mode == "closed_loop" else np.zeros(1, np.float32)}
-        action = np.asarray(policy(o), dtype=np.float32).reshape(-1)
-        out[r] = float(action[0])
-        prev = action[:1].copy()
+    with _one_torch_thread():
+        for r, o in enumerate(inp.obs):
+            if feeds:
+                o = {**o, PREV_BRAKE_KEY: prev if mode == "closed_loop"
+                     else np.zeros(1, np.float32)}
+            action = np.asarray(policy(o), dtype=np.float32).reshape(-1)
+            out[r] = float(action[0])
+            prev = action[:1].copy()
     return out
 
 
@@ -505,12 +507,10 @@ def replay_report(policy_specs: Sequence[str | tuple[str, Policy]],
         inp = convert(rec)
         brakes: dict[str, dict[str, np.ndarray]] = {}
         results: dict[str, dict[str, Any]] = {}
-        with _one_torch_thread():
-            for name, pol in policies:
-                brakes[name] = {m: run_policy(pol, inp, m) for m in MODES}
-                results[name] = {m: metrics(b, inp) for m, b in brakes[name].items()}
-                results[name]["prev_brake_input"] = bool(getattr(pol, "prev_brake_input",
-                                                                 False))
+        for name, pol in policies:
+            brakes[name] = {m: run_policy(pol, inp, m) for m in MODES}
+            results[name] = {m: metrics(b, inp) for m, b in brakes[name].items()}
+            results[name]["prev_brake_input"] = bool(getattr(pol, "prev_brake_input", False))
         plot = _plot(inp, {n: b["closed_loop"] for n, b in brakes.items()},
                      out / f"replay_{rec.name}.png")
         summary["recordings"][rec.name] = {
@@ -527,6 +527,8 @@ def replay_report(policy_specs: Sequence[str | tuple[str, Policy]],
 
 
 def _one_torch_thread() -> Any:
+    """Torch on one thread while a policy runs row by row (`runner.one_torch_thread`: a
+    batch-1 forward pass gains nothing from the thread pool and loses much to its spinning)."""
     import contextlib
     import sys
 
