@@ -338,6 +338,17 @@ def test_baselines_on_the_shared_recording(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "replay.json").read_text()) == summary
 
 
+def test_v2v_rule_on_absolute_accelerations_reproduces_the_reference_figure() -> None:
+    """Fed the peers' raw reported accelerations (the reference replay's mapping), the rule
+    brakes on 11.4% of the shared drive's rows, as measured there: the geometry and gating of
+    the conversion match; the running mean is what makes the drive calm."""
+    inp = convert(load_recording(SHARED))
+    for o, raw in zip(inp.obs, inp.raw_accel, strict=True):
+        o["peers"][:, 3] = raw / PEER_SCALE[3]
+    m = metrics(run_policy(make_baseline("v2v_rule"), inp), inp)
+    assert m["brake_share"] == pytest.approx(0.114, abs=0.0005)
+
+
 @pytest.mark.slow
 def test_a_freshly_built_deep_sets_checkpoint_replays(tmp_path: Path) -> None:
     import gymnasium as gym
