@@ -244,14 +244,17 @@ def test_tracks_survive_slot_swaps_and_end_after_a_gap(tmp_path: Path) -> None:
             rows.reverse()
         a["peers"][r, :2] = rows
         a["peer_mask"][r, :2] = 1
-    a["peer_mask"][30:45, 1] = 0  # 1.5 s where only one sender is held
+    a["peer_mask"][30:45, 1] = 0  # 1.5 s where only one sender is held: it keeps its track
     for r in range(30, 45):
         a["peers"][r, 0] = [0.10, 0.0, 0.0, 0.0, -0.3, 30 / 500]
-    inp = convert(load_recording(_save(tmp_path, a)))
+    path = _save(tmp_path, a)
+    inp = convert(load_recording(path))
     tracks = _per_track(inp)
-    assert {k: sorted(set(np.round(v, 3))) for k, v in tracks.items()} == {
+    assert {k: sorted(set(np.round(v, 3))) for k, v in tracks.items()} == {0: [-3.0], 1: [-1.0]}
+    assert inp.tracks == 2
+    short = convert(load_recording(path), timeout_s=1.0)  # the gap outlasts a 1 s timeout
+    assert {k: sorted(set(np.round(v, 3))) for k, v in _per_track(short).items()} == {
         0: [-3.0], 1: [-1.0], 2: [-1.0]}
-    assert inp.tracks == 3  # the second sender returns after > 1 s as a new track
 
 
 def test_a_held_message_keeps_its_track_and_each_track_takes_one_message_per_row() -> None:

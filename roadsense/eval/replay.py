@@ -78,6 +78,11 @@ PREV_BRAKE_KEY = "prev_brake"
 _EGO_SOURCE = ("ego",)
 _SAME_MESSAGE_S = 0.0005
 """Send times within half a millisecond are the same message (the file stores whole ms)."""
+TRACK_TIMEOUT_S = 5.0
+"""A sender track unseen this long ends. A car's radio knows its peers for as long as it keeps
+hearing them; in the simulation a sender's running mean never resets within an episode. On
+the shared drive the second car is heard with gaps of 1.3-3.6 s: at 1 s it would restart as
+an unknown sender (mean reset) about 30 times."""
 BROADCAST_PERIOD_S = 0.1
 """Each sender broadcasts every 100 ms on its own clock, so its send times keep their phase
 modulo 100 ms (within 2 ms for 99% of consecutive messages on the shared recording)."""
@@ -293,7 +298,7 @@ def recording_paths(paths: Iterable[str | Path]) -> list[Path]:
 class SenderTracker:
     """Re-associates held messages to sender tracks, row by row (see the module docstring)."""
 
-    def __init__(self, gate_m: float = 15.0, timeout_s: float = 1.0,
+    def __init__(self, gate_m: float = 15.0, timeout_s: float = TRACK_TIMEOUT_S,
                  period_s: float = BROADCAST_PERIOD_S, phase_tol_s: float = 0.005) -> None:
         self.gate_m, self.timeout_s = gate_m, timeout_s
         self.period_s, self.phase_tol_s = period_s, phase_tol_s
@@ -363,7 +368,7 @@ class ReplayInput:
     """Peer hard-brake stretches (`hard_brake_stretches`)."""
 
 
-def convert(rec: Recording, *, gate_m: float = 15.0, timeout_s: float = 1.0,
+def convert(rec: Recording, *, gate_m: float = 15.0, timeout_s: float = TRACK_TIMEOUT_S,
             hazard_decel_mps2: float = 3.0, min_hazard_s: float = 0.5,
             lane_half_width_m: float = 6.0, range_m: float = 200.0) -> ReplayInput:
     """The observation of every row, its sender tracks, and the peer hard-brake stretches."""
