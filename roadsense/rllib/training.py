@@ -560,7 +560,10 @@ def _forget_after(manifest: dict, iteration: int) -> None:
 
 def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: IterationReport,
                 save_policy: Callable, collect_seed_records: Callable) -> Path:
-    """Checkpoint atomically: write to a temp name, add policy.pt, mark DONE, then rename."""
+    """Checkpoint atomically: write to a temp name, add policy.pt, mark DONE, then rename.
+    The manifest's seed records keep those of runners that died since the last checkpoint."""
+    from roadsense.rllib.env_runner import merge_seed_records
+
     folder = store.local / CHECKPOINTS / f"iter_{it:06d}"
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -574,7 +577,8 @@ def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: Iter
         "collision_rate": report.collision_rate, "false_brake_rate": report.false_brake_rate,
         "return_mean": report.return_mean, "checkpoint": folder.name})
     try:
-        manifest["seeds"] = {"workers": collect_seed_records(algo)}
+        manifest["seeds"] = {"workers": merge_seed_records(
+            manifest.get("seeds", {}).get("workers", []), collect_seed_records(algo))}
     except Exception as exc:  # a restarted runner may not answer; keep the earlier record
         log.warning("could not collect seed records: %s", exc)
     run_manifest.save(manifest, store.local)
