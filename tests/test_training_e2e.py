@@ -61,7 +61,7 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert first["seeds"]["workers"], "every seed the workers used is recorded"
     warm = first["warm_start"]  # started from an imitation of the rule, its seed recorded
     assert warm["baseline"] == "v2v_rule" and warm["steps"] >= 1500 and warm["seed"] > 0
-    assert 0 < warm["braking_share"] < 1 and warm["seconds"] > 0
+    assert 0 < warm["braking_share"] < 1
     assert (run_dir / "checkpoints" / "iter_000002" / "policy.pt").is_file()
     # validated at the end (the run is shorter than the interval), on the smoke suite
     assert [(v["checkpoint"], v["suite"]) for v in first["validations"]] == [
@@ -69,6 +69,8 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert first["selected_checkpoint"] == "iter_000002"
     # the learning rate falls linearly over the run's 2 x 300 steps
     rows = [json.loads(line) for line in (run_dir / "progress.jsonl").open()]
+    # the warm start counts against the budget: the first iteration's clock includes it
+    assert 0 < warm["seconds"] < rows[0]["elapsed_s"]
     assert rows[0]["lr"] < 3e-4 and rows[1]["lr"] < rows[0]["lr"]
     # the false-braking penalty: 1.0 until 40% of the decay (240 steps), 3.0 from 80% (480)
     # (iteration 2 samples with the weight at the step count iteration 1 ended on)
@@ -76,8 +78,10 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert 1.0 < ramp < 3.0
     assert [r["reward_weights"] for r in rows] == [{"false_brake": 1.0},
                                                    {"false_brake": pytest.approx(ramp)}]
-    # the imitation term is in the loss of every update (default weight 1.0)
-    assert all(0 < r["imitation_loss"] < 4 for r in rows)
+    # the imitation term is in the loss of every update (default weight 1.0), and it measures
+    # the fitted policy: the unfitted start (mean -1.5, braking targets +1.0 weighing half)
+    # would score about 0.5 x 2.5^2 = 3.1
+    assert all(0 < r["imitation_loss"] < 1.0 for r in rows), [r["imitation_loss"] for r in rows]
 
     again = train(TrainSettings(storage=storage, iterations=3, resume=True, **TINY))
     assert again["run_id"] == first["run_id"]
