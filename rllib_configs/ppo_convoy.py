@@ -26,6 +26,7 @@ env-to-module connector, padded-to-batch-maximum sets with counts on the learner
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPOConfig
@@ -106,6 +107,8 @@ def build_config(
         "env_module": env_module,
         "seed": int(seed),
         "identity_kwarg": identity_kwarg,
+        # runners of this config count their restarts under this key (fresh seeds after one)
+        "run_key": secrets.token_hex(8),
     }
     if reward_schedule:
         env_config[REWARD_SCHEDULE] = check_reward_schedule(reward_schedule)

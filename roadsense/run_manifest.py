@@ -9,31 +9,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
-import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from roadsense.provenance import git_commit
+
 MANIFEST_NAME = "run_manifest.json"
-
-
-def git_commit() -> str:
-    """HEAD of the source checkout (+"-dirty" with local changes), else $ROADSENSE_GIT_COMMIT
-    (set in the Docker image, which has no .git), else "unknown"."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                   cwd=here, capture_output=True, text=True, timeout=10).stdout
-            return head.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return os.environ.get("ROADSENSE_GIT_COMMIT", "unknown")
 
 
 def versions() -> dict[str, str]:
@@ -58,7 +42,7 @@ def new_manifest(*, kind: str, config: dict[str, Any], seed: int | None = None,
         "run_id": run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": "running",
-        "git_commit": git_commit(),
+        "git_commit": git_commit() or "unknown",
         "dataset_manifest_hash": dataset_manifest_hash,
         "eval_suite": eval_suite,
         "emulator_params_version": emulator_params_version or params_version(),

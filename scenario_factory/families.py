@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from roadsense import EGO_ID
-from roadsense.data.manifest import canonical_json
+from roadsense.provenance import canonical_json
 from scenario_factory.settings import MAX_PEERS, GeneratorSettings, Ranges
 
 AHEAD_M = 2500.0

@@ -33,7 +33,6 @@ from roadsense.data.manifest import (
     SCENARIO_DIR,
     atomic_write_bytes,
     emulator_params_version,
-    git_commit,
     histogram,
     read_manifest,
     sha256_file,
@@ -41,6 +40,7 @@ from roadsense.data.manifest import (
     write_manifest,
 )
 from roadsense.errors import DatasetError, ScenarioError
+from roadsense.provenance import git_commit
 from scenario_factory.families import FAMILIES, check_convoy, draw_params, render
 from scenario_factory.settings import GENERATOR_VERSION, MAX_PEERS, GeneratorSettings
 

@@ -169,4 +169,6 @@ def test_the_running_mean_cancels_a_constant_bias_and_keeps_a_hard_brake() -> No
     first = base.relative(["V002"], [40.0], [-1.0])
     held_again = base.relative(["V002"], [40.0], [-1.0])  # the same message, a step later
     assert held_again[0] == first[0] != 0.0
-    assert base.relative(["V003"], [40.0], [-5.0])[0] == 0.0  # a new sender starts its mean
+    assert base.relative(["V003"], [40.0], [-3.5])[0] == 0.0  # a new sender starts its mean
+    # ... within the largest plausible offset: a car first heard braking at 8.9 m/s^2 warns
+    assert base.relative(["V004"], [40.0], [-8.9])[0] == pytest.approx(-4.9)

@@ -123,7 +123,17 @@ def test_explicit_plan_and_radio_level_are_applied(env: ConvoyEnv) -> None:
     assert info["radio_loss_rate"] == pytest.approx(0.3)
     phases = [i["hazard_phase"] for i in trace["infos"]]
     assert phases[0] == "pending" and "braking" in phases
-    assert info["hazard_msg_rx_s"] is None or info["hazard_msg_rx_s"] >= 2.0
+    # V004 is ~120 m ahead (loss 0.99 there): its own messages are lost, the warning comes
+    # from the cars braking behind it, after the onset
+    assert info["hazard_msg_rx_s"] is None and info["warning_rx_s"] > 2.0
+    # without loss, the direct leader's hard-braking message arrives within a few 10 Hz rounds
+    # of its brake
+    lead = _rollout(env, 3, options={"hazard": {**plan, "rank": 1},
+                                     "radio": {"loss_rate": 0.0}})["infos"]
+    braking_from = next(i["time_s"] for i in lead if i["hazard_phase"] == "braking")
+    assert lead[-1]["hazard_vehicle"] == "V002"
+    assert braking_from <= lead[-1]["hazard_msg_rx_s"] <= braking_from + 0.5
+    assert lead[-1]["warning_rx_s"] == lead[-1]["hazard_msg_rx_s"]
 
 
 def test_braking_on_any_hard_braking_message_during_a_hazard_earns_the_shaping(

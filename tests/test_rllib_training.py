@@ -88,6 +88,44 @@ def test_crash_in_an_env_drops_the_episode_and_training_goes_on(ray_local: None)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_restarted_runner_draws_fresh_seeds_and_records_them(ray_local: None) -> None:
+    """An env runner process dies (SIGKILL) and RLlib restarts it with the same worker index:
+    its sub-envs start from fresh seeds, not the first runner's again, and both are kept."""
+    import os
+    import signal
+
+    from roadsense.rllib.env_runner import merge_seed_records
+    from roadsense.rllib.vector_env import incarnation_seed
+
+    config = build_config(env_id=TOY_ENV_ID, num_env_runners=1, num_envs_per_env_runner=2,
+                          train_batch_size=200, minibatch_size=100, num_epochs=1,
+                          model=SMALL_MODEL, seed=9)
+    algo = config.fault_tolerance(restart_failed_env_runners=True).build_algo()
+    try:
+        algo.train()
+        first = collect_seed_records(algo)
+        (pid,) = algo.env_runner_group.foreach_env_runner(lambda r: os.getpid(),
+                                                          local_env_runner=False)
+        os.kill(pid, signal.SIGKILL)
+        records = first
+        for _ in range(6):  # RLlib notices the death in a sample call and restarts the actor
+            algo.train()
+            records = merge_seed_records(records, collect_seed_records(algo))
+            if any(r["incarnation"] for r in records):
+                break
+    finally:
+        algo.stop()
+    firsts = {v: worker_seed(9, 1, v, "train") for v in (0, 1)}
+    assert {(r["incarnation"], r["vector_index"]): r["seed"] for r in first} == {
+        (0, v): s for v, s in firsts.items()}
+    restarted = {r["vector_index"]: r["seed"] for r in records if r["incarnation"] == 1}
+    assert restarted == {v: incarnation_seed(s, 1) for v, s in firsts.items()}
+    assert not set(restarted.values()) & set(firsts.values()), "no replay of the first seeds"
+    assert all(r in records for r in first), "the dead runner's seeds stay recorded"
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ppo_iteration_on_the_convoy_env_logs_convoy_metrics(ray_local: None) -> None:
     """The real env (one libsumo SUMO in the remote runner) through the same pipeline."""
@@ -185,7 +223,8 @@ def test_reward_schedule_follows_the_runs_env_steps_in_every_sub_env(ray_local: 
 @pytest.mark.timeout(300)
 def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) -> None:
     """Demonstrations that brake exactly where the toy reward says not to: with the imitation
-    term on, PPO's updates bring the policy's mean to them; at weight 0 they do not."""
+    term on, PPO's updates bring the policy's mean to them, the more the higher its weight
+    (1.0 is `roadsense train`'s default); at weight 0 they do not."""
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     from roadsense.rllib import pack_observations
@@ -212,7 +251,7 @@ def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) 
         return float(np.average((mean - target) ** 2, weights=weight))
 
     errors, logged = {}, {}
-    for w in (0.0, 20.0):
+    for w in (0.0, 1.0, 20.0):
         config = build_config(env_id=TOY_ENV_ID, num_env_runners=0, train_batch_size=500,
                               minibatch_size=250, num_epochs=5, lr=1e-2, model=SMALL_MODEL,
                               seed=1)
@@ -229,4 +268,10 @@ def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) 
             algo.stop()
     assert errors[20.0][1] < 0.3 * errors[20.0][0], errors
     assert errors[0.0][1] > 0.7 * errors[0.0][0], errors
-    assert logged[0.0] is None and 0 < logged[20.0] < errors[20.0][0]
+    # the default weight pulls too, less than 20 (same seed: the same start and samples)
+    assert errors[0.0][0] == errors[1.0][0] == errors[20.0][0]
+    assert errors[20.0][1] < errors[1.0][1] < 0.9 * errors[0.0][1], errors
+    # the logged term is the error on the last update's draw: near the learner's own
+    assert logged[0.0] is None
+    for w in (1.0, 20.0):
+        assert logged[w] == pytest.approx(errors[w][1], rel=0.5), (w, logged, errors)

@@ -11,6 +11,7 @@ import torch
 
 from rllib_configs.ppo_convoy import CONVOY_MODEL
 from roadsense.envs import ConvoyEnv
+from roadsense.envs.episodes import EpisodeRunner
 from roadsense.envs.observation import PEER_DIM
 from roadsense.models import NumpyPolicy
 from roadsense.rllib import DeepSetsRLModule
@@ -21,12 +22,9 @@ HARD = {"hazard": {"probability": 1.0, "hard_share": 1.0}, "episode_s": 15.0}
 
 @pytest.fixture(scope="module")
 def demo():
-    env = ConvoyEnv(config=HARD)
-    try:
-        first = demonstrations(env, "v2v_rule", 3000, seed=11)
-        again = demonstrations(env, "v2v_rule", 3000, seed=11)
-    finally:
-        env.close()
+    with EpisodeRunner(lambda: ConvoyEnv(config=HARD), "test") as runner:
+        first = demonstrations(runner, "v2v_rule", 3000, seed=11)
+        again = demonstrations(runner, "v2v_rule", 3000, seed=11)
     for name in ("ego", "peers", "counts", "brake", "returns", "warned"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     return first
@@ -83,11 +81,9 @@ def test_imitation_targets_brake_fully_on_hazards_and_never_in_calm_episodes(dem
 
 
 def test_demonstrations_mark_calm_episodes() -> None:
-    env = ConvoyEnv(config={"hazard": {"probability": 0.5}, "episode_s": 8.0})
-    try:
-        demo = demonstrations(env, "v2v_rule", 800, seed=5)
-    finally:
-        env.close()
+    config = {"hazard": {"probability": 0.5}, "episode_s": 8.0}
+    with EpisodeRunner(lambda: ConvoyEnv(config=config), "test") as runner:
+        demo = demonstrations(runner, "v2v_rule", 800, seed=5)
     # one value per episode (episodes are 80 steps), both kinds present
     per_episode = demo.calm.reshape(demo.episodes, -1)
     assert (per_episode == per_episode[:, :1]).all()

@@ -100,9 +100,10 @@ def push_image(
     from roadsense import __version__
     from roadsense.cloud import ecr
     from roadsense.cloud.aws import region_name
+    from roadsense.provenance import git_commit
 
     if dry_run:
-        commit = ecr.git_commit(context)
+        commit = git_commit(context) or "unknown"
         plan = ecr.PushPlan(
             repository_uri=f"ACCOUNT_ID.dkr.ecr.{region_name(region)}.amazonaws.com/{repository}",
             tag=tag or ecr.default_tag(__version__, commit),

@@ -89,8 +89,8 @@ def app(
     gate, forced = check_gate(phase1, force=force, criteria=criteria)
     phase1_manifest = load_run_manifest(phase1)[1] if phase1 is not None else None
 
-    from roadsense.cloud.ecr import git_commit
     from roadsense.cloud.sweep import SweepSettings, run_sweep, sweep_manifest
+    from roadsense.provenance import git_commit
 
     settings = SweepSettings(
         storage=storage,
@@ -108,7 +108,7 @@ def app(
         base_config=parse_settings(fixed or []),
     )
     settings.validate()
-    commit = git_commit()
+    commit = git_commit() or "unknown"
     if dry_run:
         manifest = sweep_manifest(
             settings, gate=gate, forced=forced, phase1=phase1_manifest, git_commit=commit

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import shlex
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from roadsense.cloud.aws import aws_error, client, region_name
 from roadsense.errors import ConfigError, StorageError
+from roadsense.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +149,6 @@ def default_tag(version: str, git_commit: str | None) -> str:
     return version
 
 
-def git_commit(cwd: str | Path = ".") -> str:
-    """HEAD's commit id (read-only `git rev-parse`), else the image's ROADSENSE_GIT_COMMIT."""
-    fallback = os.environ.get("ROADSENSE_GIT_COMMIT", "unknown")
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return fallback
-    return done.stdout.strip() if done.returncode == 0 else fallback
-
-
 def make_plan(
     name: str, *, region: str | None, tag: str | None, context: str | Path = "."
 ) -> PushPlan:
@@ -171,7 +159,7 @@ def make_plan(
         )
     from roadsense import __version__
 
-    commit = git_commit(context)
+    commit = git_commit(context) or "unknown"
     uri = ensure_repository(name, region)
     return PushPlan(
         repository_uri=uri,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from roadsense.errors import EmulatorParamsError
+from roadsense.provenance import canonical_json
 
 FORMAT = "roadsense-espnow-params"
 _PACKAGED = Path(__file__).parent / "param_files" / "espnow_v1.json"
@@ -319,16 +320,11 @@ def load_params(path: str | Path | None = None) -> EmulatorParams:
     return params_from_dict(_read_json(p), path=p)
 
 
-def canonical_json(raw: dict[str, Any]) -> str:
-    """The form the version hash is taken over: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def params_version(params_or_path: EmulatorParams | str | Path | None = None) -> str:
     """The emulator params version, e.g. ``espnow-v1+sha256:1a2b3c4d5e6f``."""
     if isinstance(params_or_path, EmulatorParams):
         raw = params_or_path.raw
     else:
         raw = load_params(params_or_path).raw
-    digest = hashlib.sha256(canonical_json(raw).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha256(canonical_json(raw)).hexdigest()[:12]
     return f"{raw['name']}+sha256:{digest}"

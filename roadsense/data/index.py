@@ -23,8 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from roadsense.data.manifest import atomic_write_bytes, canonical_json
+from roadsense.data.manifest import atomic_write_bytes
 from roadsense.errors import DatasetError
+from roadsense.provenance import canonical_json
 
 SCHEMA = pa.schema(
     [

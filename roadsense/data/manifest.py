@@ -25,13 +25,12 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from roadsense.errors import DatasetError
+from roadsense.provenance import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +73,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The byte form that hashes are taken of: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -181,23 +175,6 @@ def histogram(values: Iterable[int], upto: int) -> dict[str, int]:
     for v in values:
         counts[str(v)] = counts.get(str(v), 0) + 1
     return counts
-
-
-def git_commit(repo: Path | None = None) -> str | None:
-    """HEAD of the checkout holding this package (``+dirty`` when it has changes), or None."""
-    repo = repo or Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}+dirty" if dirty else head
 
 
 def sumo_version() -> str:

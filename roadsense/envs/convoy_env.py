@@ -370,6 +370,11 @@ class ConvoyEnv(gym.Env):
         identical for identical seeds)."""
         return 1000.0 * self._sumo_s / max(1, self._steps)
 
+    @property
+    def sumo_pid(self) -> int | None:
+        """PID of this env's SUMO child (traci backend); None on libsumo or before a reset."""
+        return self._sim.pid if self._sim is not None else None
+
     def set_reward_weights(self, **weights: float) -> None:
         """Change reward weights (fields of `RewardWeights`) from the next episode on: one
         episode is scored with one set. The training's reward schedule calls it between

@@ -51,6 +51,9 @@ _INV_PEER_SCALE = 1.0 / PEER_SCALE
 BASELINE_TAU_S = 10.0
 """Time constant of the running mean accelerations are taken against: long against a hard
 brake (a 3 s brake at 7.5 m/s^2 still reads -5.5 m/s^2 at its end), short against a drive."""
+FIRST_MEAN_LIMIT_MPS2 = 4.0
+"""The largest constant IMU offset expected (the real recording shows up to 3.6 m/s^2; the
+emulator draws up to 4.0): where a sender's running mean may start."""
 
 
 class AccelBaseline:
@@ -60,13 +63,16 @@ class AccelBaseline:
     Each source (a sender id, or "ego") has an exponential mean with time constant `tau_s`,
     updated once per new reading (a later send time); a reading seen again (the same message
     held over several steps) gives the same value. A source's first reading starts its mean,
-    so an unknown sender never looks like it is braking.
+    limited to +-`first_limit` (`FIRST_MEAN_LIMIT_MPS2`): a first reading within the largest
+    plausible sensor offset reads 0 (an unknown sender never looks like it is braking because of
+    its offset), one beyond it (a car first heard while it brakes hard) reads the excess.
     """
 
-    def __init__(self, tau_s: float = BASELINE_TAU_S) -> None:
+    def __init__(self, tau_s: float = BASELINE_TAU_S,
+                 first_limit: float = FIRST_MEAN_LIMIT_MPS2) -> None:
         if not tau_s > 0:
             raise ValueError(f"tau_s must be > 0, got {tau_s!r}")
-        self.tau_s = tau_s
+        self.tau_s, self.first_limit = tau_s, first_limit
         self._state: dict[object, list[float]] = {}  # source -> [mean, time, last output]
 
     def reset(self) -> None:
@@ -82,7 +88,9 @@ class AccelBaseline:
             a, t = float(accel[i]), float(times_s[i])
             st = state.get(src)
             if st is None:
-                state[src] = [a, t, 0.0]
+                mean = min(self.first_limit, max(-self.first_limit, a))
+                out[i] = a - mean
+                state[src] = [mean, t, out[i]]
             elif t > st[1]:
                 mean = st[0]
                 out[i] = st[2] = a - mean

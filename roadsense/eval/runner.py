@@ -14,6 +14,7 @@ import numpy as np
 
 from roadsense.data import load_suite
 from roadsense.envs import ConvoyEnv
+from roadsense.envs.episodes import DroppedEpisode, EpisodeRunner, driver_env_config
 
 log = logging.getLogger(__name__)
 
@@ -70,30 +71,32 @@ def one_torch_thread() -> Iterator[None]:
 def run_suite(policy: Callable[[dict[str, np.ndarray]], np.ndarray], suite_name: str, *,
               policy_name: str = "policy", root: Path = Path("datasets"),
               env_config: dict[str, Any] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Every episode of the suite, in its order, with one env (one SUMO reloaded per episode)."""
+              progress: Callable[[int, int], None] | None = None,
+              place: str = "eval",
+              on_drop: Callable[[DroppedEpisode], None] | None = None) -> list[dict[str, Any]]:
+    """Every episode of the suite, in its order, with one env (one SUMO reloaded per episode).
+
+    `env_config` overrides the env's defaults (evaluation never randomises; the backend is
+    `driver_env_config`'s). An episode whose SUMO dies is dropped (no row), logged and handed
+    to `on_drop`; a fresh SUMO runs the next one (`roadsense.envs.episodes`). `place` names this
+    run in the dropped episodes' records."""
     suite = load_suite(suite_name)
     scenarios = suite.open(root)
-    env = ConvoyEnv(scenarios, {**EVAL_ENV_CONFIG, **(env_config or {})})
+    config = driver_env_config({**(env_config or {}), **EVAL_ENV_CONFIG})
     rows = []
     started = time.perf_counter()
-    with one_torch_thread(), contextlib.closing(env):
+    runner = EpisodeRunner(lambda: ConvoyEnv(scenarios, config), place, on_drop=on_drop,
+                           context={"suite": suite.name, "policy": policy_name})
+    with one_torch_thread(), runner:
         for i, ep in enumerate(suite.episodes):
-            obs, info = env.reset(seed=ep.seed, options=ep.reset_options())
-            if hasattr(policy, "reset"):
-                policy.reset()
-            ret, steps, done = 0.0, 0, False
-            while not done:
-                obs, reward, term, trunc, info = env.step(policy(obs))
-                ret += reward
-                steps += 1
-                done = term or trunc
-            row = episode_row(info, ret, steps)
-            row.update(suite=suite.name, suite_version=suite.version, episode=i,
-                       seed=ep.seed, policy=policy_name)
-            rows.append(row)
+            done = runner.run(policy, episode=i, seed=ep.seed, options=ep.reset_options())
+            if done is not None:
+                row = episode_row(done.info, done.ret, done.steps)
+                row.update(suite=suite.name, suite_version=suite.version, episode=i,
+                           seed=ep.seed, policy=policy_name)
+                rows.append(row)
             if progress:
                 progress(i + 1, len(suite.episodes))
-    log.info("%s on %s: %d episodes in %.1f s", policy_name, suite.name, len(rows),
-             time.perf_counter() - started)
+    log.info("%s on %s: %d episodes in %.1f s (%d dropped: SUMO died)", policy_name,
+             suite.name, len(rows), time.perf_counter() - started, len(runner.dropped))
     return rows

@@ -94,6 +94,15 @@ class RoadSenseEnvRunner(SingleAgentEnvRunner):
         return int(getattr(env, "crash_count", 0))
 
 
+def merge_seed_records(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One sorted list without duplicates: the records a manifest holds already (those of
+    runners that died since) plus the live runners' records."""
+    unique = {tuple(sorted(r.items())): r for records in lists for r in records}
+    return sorted(unique.values(), key=lambda r: (
+        r["purpose"], r["worker_index"], r.get("incarnation", 0), r["vector_index"],
+        r["rebuild"], r["seed"]))
+
+
 def collect_seed_records(algo: Any) -> list[dict[str, Any]]:
     """All seeds used so far by the training and evaluation runners of `algo` (for manifests)."""
     records: list[dict[str, Any]] = []
@@ -105,8 +114,4 @@ def collect_seed_records(algo: Any) -> list[dict[str, Any]]:
             lambda r: r.seed_records() if hasattr(r, "seed_records") else []
         ):
             records.extend(runner_records or [])
-    unique = {tuple(sorted(r.items())): r for r in records}
-    return sorted(
-        unique.values(),
-        key=lambda r: (r["purpose"], r["worker_index"], r["vector_index"], r["rebuild"]),
-    )
+    return merge_seed_records(records)

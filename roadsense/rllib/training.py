@@ -5,6 +5,7 @@ Storage layout (a local folder or `s3://bucket/prefix`)::
 
     <storage>/<run_id>/run_manifest.json
     <storage>/<run_id>/checkpoints/iter_000010/...   RLlib checkpoint + policy.pt (plain torch)
+    <storage>/<run_id>/validations/iter_000010.jsonl     the validation's rows, one per episode
     <storage>/<run_id>/eval/report.md, metrics.parquet, *.png
     <storage>/<run_id>/learning_curve.png, progress.jsonl
 """
@@ -31,6 +32,8 @@ from roadsense.seeding import worker_seed
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+VALIDATIONS = "validations"
+"""Folder of each validation's per-episode rows (`<checkpoint>.jsonl`)."""
 CURVE_WINDOW = 20
 """Iterations averaged per point of the learning curve."""
 EXPECTED_STEPS_PER_S_PER_RUNNER = 1000
@@ -303,16 +306,9 @@ def train(settings: TrainSettings,
     """Run training to its budget; returns the final run manifest. `on_validation` gets each
     validation's manifest entry."""
     settings.validate()
-    import ray
-
-    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+    from roadsense.comms import params_version
     from roadsense.data import ensure_dataset
     from roadsense.envs import EnvConfig
-    from roadsense.eval.policies import save_policy
-    from roadsense.rllib import collect_seed_records
-    from roadsense.rllib.env_runner import scheduled_weights
-    from roadsense.rllib.learner import IMITATION_LOSS
-    from roadsense.rllib.warm_start import keep_imitating, warm_start
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -339,35 +335,69 @@ def train(settings: TrainSettings,
             kind="train", seed=settings.seed, config=asdict(settings) | {
                 "env": env_config.as_dict(), "num_env_runners_resolved": runners},
             dataset_manifest_hash=mgr.manifest_hash,
-            eval_suite=_suite_info(settings.eval_suite))
+            eval_suite=_suite_info(settings.eval_suite),
+            emulator_params_version=params_version(settings.emulator_params))
+        manifest["env_overrides"] = dict(settings.env_overrides)
+        manifest["emulator_params"] = settings.emulator_params
         run_id = manifest["run_id"]
     store = Storage(settings.storage, run_id)
     if resumed and store.local != resumed[1]:
         shutil.copytree(resumed[1], store.local, dirs_exist_ok=True)
     run_manifest.save(manifest, store.local)
     store.sync()
+    try:
+        return _run(settings, store, manifest, dataset, env_config, runners, resumed,
+                    on_iteration, on_validation)
+    except BaseException as exc:  # including KeyboardInterrupt: the manifest says why
+        manifest["status"] = "failed"
+        manifest["failure"] = f"{type(exc).__name__}: {exc}"
+        manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            run_manifest.save(manifest, store.local)
+            store.sync()
+        except Exception:  # the original error matters more than a failed upload
+            log.exception("could not record the failure of run %s", manifest["run_id"])
+        log.error("run %s failed: %s", manifest["run_id"], manifest["failure"])
+        raise
 
+
+def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, env_config: Any,
+         runners: int, resumed: tuple[str, Path] | None,
+         on_iteration: Callable[[IterationReport], None] | None,
+         on_validation: Callable[[dict], None] | None) -> dict[str, Any]:
+    """`train` from Ray's start on; Ray (when started here) is shut down whatever happens."""
+    import ray
+
+    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+    from roadsense.eval.policies import save_policy
+    from roadsense.rllib.env_runner import collect_seed_records, scheduled_weights
+    from roadsense.rllib.learner import IMITATION_LOSS
+    from roadsense.rllib.warm_start import keep_imitating, warm_start
+
+    cpus = os.cpu_count() or 2
     ray_tmp = Path(tempfile.gettempdir()) / "roadsense-ray"
     started_ray = False
-    if not ray.is_initialized():
-        if settings.address:
-            ray.init(address=settings.address, log_to_driver=False)
-        else:
-            # Token auth stays on, with a per-run token in the environment (inherited by the
-            # workers) instead of one written to ~/.ray/auth_token.
-            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-            ray.init(num_cpus=max(cpus, runners), include_dashboard=False,
-                     log_to_driver=False, _temp_dir=str(ray_tmp),
-                     runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
-        started_ray = True
-    reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
-    warm_started = time.monotonic()
-    demo = None
-    if settings.warm_start and (not resumed or settings.imitation_weight > 0):
-        # before the env runners exist: this process's libsumo is free
-        demo = _demonstrations(settings, dataset, env_config, manifest)
     algo = None
     try:
+        if not ray.is_initialized():
+            started_ray = True
+            if settings.address:
+                ray.init(address=settings.address, log_to_driver=False)
+            else:
+                # Token auth stays on, with a per-run token in the environment (inherited by
+                # the workers) instead of one written to ~/.ray/auth_token.
+                os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+                ray.init(num_cpus=max(cpus, runners), include_dashboard=False,
+                         log_to_driver=False, _temp_dir=str(ray_tmp),
+                         runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
+        reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
+        # what the warm start, the validations and the final evaluation run (evaluation
+        # without domain randomisation: its suites fix the radio level)
+        manifest["driver_env"] = driver_env_config(env_config)
+        warm_started = time.monotonic()
+        demo = None
+        if settings.warm_start and (not resumed or settings.imitation_weight > 0):
+            demo = _demonstrations(settings, dataset, env_config, manifest)
         config = build_config(
             env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
             seed=settings.seed, num_env_runners=runners,
@@ -383,7 +413,7 @@ def train(settings: TrainSettings,
             ckpt = _checkpoints(store.local)[-1]
             algo.restore_from_path(str(ckpt))
             _forget_after(manifest, int((ckpt / "DONE").read_text()))
-            log.info("resumed %s from %s", run_id, ckpt.name)
+            log.info("resumed %s from %s", manifest["run_id"], ckpt.name)
         elif demo is not None:
             fitted = warm_start(algo, demo, no_brake_mean=CONVOY_MODEL["init_action_mean"],
                                 brake_threshold=env_config.brake_threshold,
@@ -440,23 +470,25 @@ def train(settings: TrainSettings,
                                      collect_seed_records)
                 last_ckpt = it
                 if validate:
-                    entry = _validate(settings, store, folder, it, manifest,
-                                      debug=runners == 0)
+                    entry = _validate(settings, store, folder, it, manifest, env_config)
                     if on_validation:
                         on_validation(entry)
                     next_validation = time.monotonic() - started + every_s
             if done:
                 break
     finally:
-        if algo is not None:
-            algo.stop()
-        if started_ray:
-            ray.shutdown()
+        try:
+            if algo is not None:
+                algo.stop()
+        finally:  # a failed run must not leave Ray up for the next `ray.init` in this process
+            if started_ray:
+                ray.shutdown()
 
     _learning_curve(progress, store.local / "learning_curve.png", manifest.get("validations"))
     if settings.final_eval:
         manifest["final_eval"] = _final_eval(settings, store, selected_checkpoint(store.local,
-                                                                                  manifest))
+                                                                                  manifest),
+                                             env_config, manifest)
     manifest["status"] = "finished"
     manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run_manifest.save(manifest, store.local)
@@ -467,9 +499,11 @@ def train(settings: TrainSettings,
 
 def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,
                     manifest: dict) -> Any:
-    """The warm start's baseline demonstrations, from one in-process env (seed recorded; a
-    resumed run makes the same ones again from its record)."""
+    """The warm start's baseline demonstrations, from one env in this process (seed recorded;
+    a resumed run makes the same ones again from its record). An episode whose SUMO dies is
+    dropped and recorded in the manifest (`dropped_episodes`)."""
     from roadsense.envs import ConvoyEnv
+    from roadsense.envs.episodes import EpisodeRunner
     from roadsense.rllib.warm_start import demonstrations
 
     if "warm_start" in manifest:
@@ -477,11 +511,31 @@ def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,
     else:
         seed = worker_seed(settings.seed, purpose="warm_start")
         manifest["warm_start"] = {"baseline": settings.warm_start, "seed": seed}
-    env = ConvoyEnv(dataset, env_config.as_dict())
-    try:
-        return demonstrations(env, settings.warm_start, settings.warm_start_steps, seed)
-    finally:
-        env.close()
+    config = driver_env_config(env_config)
+    with EpisodeRunner(lambda: ConvoyEnv(dataset, config), "warm_start",
+                       on_drop=_recorder(manifest), context={"policy": settings.warm_start}
+                       ) as runner:
+        return demonstrations(runner, settings.warm_start, settings.warm_start_steps, seed)
+
+
+def driver_env_config(env_config: Any) -> dict[str, Any]:
+    """The env config of the envs this process runs itself (warm start, validation, final
+    evaluation): training's, on the traci backend, so that a SUMO death is a child's death
+    (`roadsense.envs.episodes`) and the env runners keep this process's libsumo in debug
+    mode."""
+    from roadsense.envs.episodes import DRIVER_SUMO_BACKEND
+
+    return {**env_config.as_dict(), "sumo_backend": DRIVER_SUMO_BACKEND}
+
+
+def _recorder(manifest: dict, **context: Any) -> Callable[[Any], None]:
+    """`on_drop` for an `EpisodeRunner`: the dropped episode goes to the manifest's
+    `dropped_episodes` (saved at the next save)."""
+
+    def record(dropped: Any) -> None:
+        manifest.setdefault("dropped_episodes", []).append(dropped.as_dict() | context)
+
+    return record
 
 
 def _best_validation(validations: list[dict]) -> dict:
@@ -506,7 +560,10 @@ def _forget_after(manifest: dict, iteration: int) -> None:
 
 def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: IterationReport,
                 save_policy: Callable, collect_seed_records: Callable) -> Path:
-    """Checkpoint atomically: write to a temp name, add policy.pt, mark DONE, then rename."""
+    """Checkpoint atomically: write to a temp name, add policy.pt, mark DONE, then rename.
+    The manifest's seed records keep those of runners that died since the last checkpoint."""
+    from roadsense.rllib.env_runner import merge_seed_records
+
     folder = store.local / CHECKPOINTS / f"iter_{it:06d}"
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -520,7 +577,8 @@ def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: Iter
         "collision_rate": report.collision_rate, "false_brake_rate": report.false_brake_rate,
         "return_mean": report.return_mean, "checkpoint": folder.name})
     try:
-        manifest["seeds"] = {"workers": collect_seed_records(algo)}
+        manifest["seeds"] = {"workers": merge_seed_records(
+            manifest.get("seeds", {}).get("workers", []), collect_seed_records(algo))}
     except Exception as exc:  # a restarted runner may not answer; keep the earlier record
         log.warning("could not collect seed records: %s", exc)
     run_manifest.save(manifest, store.local)
@@ -534,23 +592,30 @@ def validation_score(summary: dict[str, Any]) -> float:
 
 
 def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: int,
-              manifest: dict, *, debug: bool) -> dict[str, Any]:
-    """Run the validation suite on `folder`'s policy (checkpoint of `iteration`); record it
-    in the manifest and pick the best so far (lowest score, the later one on a tie)."""
+              manifest: dict, env_config: Any) -> dict[str, Any]:
+    """Run the validation suite on `folder`'s policy (checkpoint of `iteration`) with
+    training's env config and radio; record it in the manifest and pick the best so far
+    (lowest score, the later one on a tie)."""
     from roadsense.eval import load_policy, run_suite, summarize
 
     started = time.monotonic()
     name, policy = load_policy(str(folder))
-    # --debug keeps the training env's libsumo in this process: validate over traci then.
+    before = len(manifest.get("dropped_episodes", []))
     rows = run_suite(policy, settings.validation_suite, policy_name=name,
-                     root=Path(settings.dataset_root),
-                     env_config={"sumo_backend": "traci"} if debug else None)
+                     root=Path(settings.dataset_root), env_config=driver_env_config(env_config),
+                     place="validation",
+                     on_drop=_recorder(manifest, checkpoint=folder.name, iteration=iteration))
     summary = summarize(rows)[name]
+    episodes = store.local / VALIDATIONS / f"{folder.name}.jsonl"  # per episode, for audits
+    episodes.parent.mkdir(exist_ok=True)
+    episodes.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     entry = {"checkpoint": folder.name, "iteration": iteration,
              "suite": settings.validation_suite,
              "collision_rate": summary["collision_rate"],
              "false_brake_rate": summary["false_brake_rate"],
              "score": validation_score(summary),
+             "episodes": len(rows),
+             "dropped_episodes": len(manifest.get("dropped_episodes", [])) - before,
              "seconds": round(time.monotonic() - started, 1)}
     manifest.setdefault("validations", []).append(entry)
     best = _best_validation(manifest["validations"])
@@ -572,19 +637,29 @@ def selected_checkpoint(run_dir: Path, manifest: dict) -> Path:
     return _checkpoints(run_dir)[-1]
 
 
-def _final_eval(settings: TrainSettings, store: Storage, ckpt: Path) -> dict[str, Any]:
+def _final_eval(settings: TrainSettings, store: Storage, ckpt: Path, env_config: Any,
+                manifest: dict) -> dict[str, Any]:
+    """The checkpoint and the baselines on the test suites, with training's env config and
+    radio (the report says which); dropped episodes go to the manifest."""
+    from roadsense.comms import params_version
     from roadsense.eval import load_policy, run_suite, summarize, write_report
 
     suites = [settings.eval_suite] + ([settings.eval_no_hazard_suite]
                                       if settings.eval_no_hazard_suite else [])
+    config = driver_env_config(env_config)
     rows = []
     for spec in (str(ckpt), "no_assist", "v2v_rule"):
         name, policy = load_policy(spec)
         for suite in suites:
             rows += run_suite(policy, suite, policy_name=name,
-                              root=Path(settings.dataset_root))
+                              root=Path(settings.dataset_root), env_config=config,
+                              place="final_eval", on_drop=_recorder(manifest, checkpoint=ckpt.name))
+    dropped = [d for d in manifest.get("dropped_episodes", []) if d["place"] == "final_eval"]
     write_report(rows, store.local / "eval", title=f"Evaluation of {ckpt.name}",
-                 meta={"checkpoint": ckpt.name, "suites": ", ".join(suites)})
+                 meta={"checkpoint": ckpt.name, "suites": ", ".join(suites),
+                       "emulator params": params_version(env_config.emulator_params),
+                       "env overrides": json.dumps(settings.env_overrides, sort_keys=True),
+                       "episodes dropped (SUMO died)": str(len(dropped))})
     return summarize(rows)
 
 

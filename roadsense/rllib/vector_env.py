@@ -10,8 +10,11 @@ It also owns the two duties RLlib's defaults get wrong for us:
 * Seeds: sub-env ``i`` of runner ``w`` is seeded on its first reset with
   ``worker_seed(seed, w, i, purpose)`` ("train" or "eval"), never with RLlib's
   ``seed + worker_index`` (which collides across sub-envs and runners). A sub-env rebuilt
-  after a crash gets a fresh seed derived from that one and its rebuild count. Every seed
-  used is kept in `seed_records` and put in the reset info under ``"env_seed"``.
+  after a crash gets a fresh seed derived from that one and its rebuild count; a runner that
+  RLlib restarts after a failure (same worker index) learns that it is a restart from
+  `runner_incarnation` and derives fresh first seeds (`incarnation_seed`) instead of
+  replaying the first runner's. Every seed used is kept in `seed_records` (with its runner's
+  incarnation and sub-env's rebuild count) and put in the reset info under ``"env_seed"``.
 * Crashes: a `SumoCrashedError` from a sub-env's `step()` is logged, that sub-env is closed and
   rebuilt, and its episode is cut: RLlib gets the last good observation, reward 0 and
   ``truncated=True`` with info ``{"sumo_crashed": True}``; the next step resets it (the
@@ -77,6 +80,40 @@ def reset_identity(token: contextvars.Token) -> None:
     _current_identity.reset(token)
 
 
+_SEED_KV_NAMESPACE = "roadsense-runner-incarnations"
+_incarnations: dict[tuple[str, str, int], int] = {}
+
+
+def runner_incarnation(run_key: str, identity: EnvIdentity) -> int:
+    """Which start of the runner `identity` this process is within the run `run_key`: 0 for
+    the first, 1, 2, ... for the runners RLlib restarts after a failure (new processes with the
+    same worker index). Claimed atomically in Ray's cluster-wide key-value store, once per
+    process (a second vector env in the same process gets the same answer); 0 outside Ray."""
+    cache_key = (run_key, identity.purpose, identity.worker_index)
+    if cache_key in _incarnations:
+        return _incarnations[cache_key]
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_initialized, _internal_kv_put
+
+    incarnation = 0
+    if ray.is_initialized() and _internal_kv_initialized():
+        while _internal_kv_put(f"{run_key}/{identity.purpose}/{identity.worker_index}/"
+                               f"{incarnation}", b"1", overwrite=False,
+                               namespace=_SEED_KV_NAMESPACE):
+            incarnation += 1  # an earlier process of this runner holds that one
+    _incarnations[cache_key] = incarnation
+    return incarnation
+
+
+def incarnation_seed(seed: int, incarnation: int) -> int:
+    """First seed of a sub-env in a restarted runner (`incarnation` > 0), derived from the
+    first runner's seed so that a restart draws fresh episodes instead of replaying them."""
+    if incarnation == 0:
+        return seed
+    state = np.random.SeedSequence([seed, incarnation, 1]).generate_state(1, dtype=np.uint32)
+    return int(state[0] & (2**31 - 1))
+
+
 def rebuild_seed(seed: int, rebuild: int) -> int:
     """Seed of a sub-env rebuilt for the `rebuild`-th time, derived from its first seed."""
     if rebuild == 0:
@@ -101,6 +138,7 @@ class RaggedVectorEnv(VectorEnv):
         env_fns: list[Callable[[], gym.Env]],
         seeds: list[int],
         identity: EnvIdentity = EnvIdentity(),
+        incarnation: int = 0,
     ):
         if not env_fns or len(env_fns) != len(seeds):
             raise ConfigError(
@@ -108,6 +146,7 @@ class RaggedVectorEnv(VectorEnv):
             )
         self.env_fns = env_fns
         self.identity = identity
+        self.incarnation = incarnation
         self.num_envs = len(env_fns)
         self.envs = [fn() for fn in env_fns]
         self.single_observation_space = self.envs[0].observation_space
@@ -158,6 +197,7 @@ class RaggedVectorEnv(VectorEnv):
                     "worker_index": self.identity.worker_index,
                     "vector_index": i,
                     "purpose": self.identity.purpose,
+                    "incarnation": self.incarnation,
                     "rebuild": self._rebuilds[i],
                     "seed": seed,
                 }
@@ -278,7 +318,9 @@ def make_ragged_vector_env(config: dict) -> RaggedVectorEnv:
     """RLlib env creator (use with ``gym_env_vectorize_mode="vector_entry_point"``).
 
     `config` (RLlib's env_config plus ``num_envs``): ``env_id`` (gym id, required),
-    ``env_kwargs`` (keyword arguments of the env constructor), ``seed`` (run base seed, default 0),
+    ``env_kwargs`` (keyword arguments of the env constructor), ``seed`` (run base seed,
+    default 0), ``run_key`` (names the run in `runner_incarnation`'s restart count;
+    `build_config` draws one per config),
     ``env_module`` (module to import that registers `env_id`), ``identity_kwarg`` (if set, the
     sub-env constructor also gets ``{worker_index, vector_index, purpose}`` under that name, e.g.
     for port allocation). The runner identity comes from `set_identity` (done by
@@ -308,10 +350,17 @@ def make_ragged_vector_env(config: dict) -> RaggedVectorEnv:
             }
         return lambda: gym.make(env_id, disable_env_checker=True, **kwargs)
 
+    run_key = f"{config.get('run_key') or 'run'}/seed{base_seed}"
+    incarnation = runner_incarnation(run_key, identity)
+    if incarnation:
+        logger.info("%s runner %d restarted (start %d): fresh seeds", identity.purpose,
+                    identity.worker_index, incarnation + 1)
     seeds = [
-        worker_seed(base_seed, identity.worker_index, i, identity.purpose) for i in range(num_envs)
+        incarnation_seed(worker_seed(base_seed, identity.worker_index, i, identity.purpose),
+                         incarnation)
+        for i in range(num_envs)
     ]
-    return RaggedVectorEnv([env_fn(i) for i in range(num_envs)], seeds, identity)
+    return RaggedVectorEnv([env_fn(i) for i in range(num_envs)], seeds, identity, incarnation)
 
 
 def register_vector_env() -> str:

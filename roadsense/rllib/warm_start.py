@@ -33,6 +33,7 @@ import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from roadsense.envs.baselines import make_baseline
+from roadsense.envs.episodes import EpisodeRunner
 from roadsense.envs.observation import holds_warning
 from roadsense.models import DeepSets
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_X, pack_observations
@@ -63,39 +64,35 @@ class Demonstrations:
                 "target": target.astype(np.float32), "weight": weight.astype(np.float64)}
 
 
-def demonstrations(env: Any, baseline: str, steps: int, seed: int,
+def demonstrations(runner: EpisodeRunner, baseline: str, steps: int, seed: int,
                    gamma: float = 0.99) -> Demonstrations:
-    """Run `baseline` in `env` (a ConvoyEnv) for about `steps` steps (whole episodes)."""
+    """Run `baseline` for about `steps` steps (whole episodes) in `runner`'s env (a ConvoyEnv);
+    episode k is reset with seed `seed + k`. An episode whose SUMO dies is dropped (the
+    runner records it) and the next one has the next seed."""
     policy = make_baseline(baseline)
     observations: list[dict] = []
     brakes: list[float] = []
     returns: list[np.ndarray] = []
     calm: list[np.ndarray] = []
     warned: list[bool] = []
-    decel = env.config.hazard_msg_decel_mps2
-    episodes = 0
+    decel = runner.env.config.hazard_msg_decel_mps2
+    episodes, attempt = 0, 0
     while len(brakes) < steps:
-        obs, info = env.reset(seed=seed + episodes)
-        if hasattr(policy, "reset"):
-            policy.reset()
-        rewards: list[float] = []
-        done = False
-        while not done:
-            action = policy(obs)
-            observations.append(obs)
-            warned.append(holds_warning(obs["peers"], decel))
-            brakes.append(float(action[0]))
-            obs, reward, term, trunc, _ = env.step(action)
-            rewards.append(float(reward))
-            done = term or trunc
-        g, ret = 0.0, np.empty(len(rewards))
-        for t in range(len(rewards) - 1, -1, -1):
-            g = rewards[t] + gamma * g
+        done = runner.run(policy, episode=attempt, seed=seed + attempt, record=True)
+        attempt += 1
+        if done is None:
+            continue
+        observations += done.observations
+        warned += [holds_warning(o["peers"], decel) for o in done.observations]
+        brakes += [float(a[0]) for a in done.actions]
+        g, ret = 0.0, np.empty(done.steps)
+        for t in range(done.steps - 1, -1, -1):
+            g = done.rewards[t] + gamma * g
             ret[t] = g
         returns.append(ret)
-        calm.append(np.full(len(rewards), info["hazard"] is None))
+        calm.append(np.full(done.steps, done.info["hazard"] is None))
         episodes += 1
-    peer_dim = env.observation_space["peers"].feature_space.shape[0]
+    peer_dim = runner.env.observation_space["peers"].feature_space.shape[0]
     packed = pack_observations(observations, peer_dim)
     return Demonstrations(ego=packed[EGO], peers=packed[PEER_X], counts=packed[PEER_COUNT],
                           brake=np.asarray(brakes, np.float32),
