@@ -154,7 +154,8 @@ def test_simulated_offset_errors_cover_the_recordings(simulated) -> None:
 
 def test_the_running_mean_cancels_a_constant_bias_and_keeps_a_hard_brake() -> None:
     """`AccelBaseline`: a sender reading a constant -3.2 m/s^2 offset while cruising reads ~0
-    after its first message; a 7.5 m/s^2 brake from there reads -6.5 m/s^2 or harder on average over its 2 s."""
+    after its first message; a 7.5 m/s^2 brake from there reads -6.5 m/s^2 or harder on
+    average over its 2 s."""
     base = AccelBaseline()
     rng = np.random.default_rng(0)
     t = np.arange(0, 30, 0.1)

@@ -67,6 +67,13 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert [(v["checkpoint"], v["suite"]) for v in first["validations"]] == [
         ("iter_000002", "smoke")]
     assert first["selected_checkpoint"] == "iter_000002"
+    # the repo's real recordings are replayed at every validation and count in its score
+    assert [r["name"] for r in first["replay_recordings"]] == ["calibration_drive_2026-02-21"]
+    assert len(first["replay_recordings"][0]["sha256"]) == 64
+    v = first["validations"][0]
+    assert 0.0 <= v["replay_brake_share"] <= 1.0
+    assert v["score"] == pytest.approx(v["collision_rate"] + v["false_brake_rate"]
+                                       + v["replay_brake_share"])
     # the learning rate falls linearly over the run's 2 x 300 steps
     rows = [json.loads(line) for line in (run_dir / "progress.jsonl").open()]
     # the warm start counts against the budget: the first iteration's clock includes it
@@ -97,6 +104,12 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert again["final_eval"].keys() >= {"no_assist", "v2v_rule"}
     assert (run_dir / "eval" / "report.md").is_file()
     assert (run_dir / "eval" / "metrics.parquet").is_file()
+    # ... and the final report replays the picked checkpoint and both baselines
+    replayed = again["final_replay"]["calibration_drive_2026-02-21"]
+    trained = next(k for k in again["final_eval"] if k not in ("no_assist", "v2v_rule"))
+    assert replayed.keys() == {trained, "no_assist", "v2v_rule"}
+    assert replayed["no_assist"]["brake_share"] == 0.0
+    assert "calibration_drive_2026-02-21" in (run_dir / "eval" / "replay.md").read_text()
     assert run_manifest.load(run_dir)["status"] == "finished"
     assert latest_run(storage)[0] == first["run_id"]
     assert leftovers() == []
@@ -233,6 +246,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_brake=0.01))
     with pytest.raises(ConfigError, match="--imitation-weight must be >= 0"):
         train(TrainSettings(storage=str(tmp_path), iterations=1, imitation_weight=-1.0))
+    with pytest.raises(ConfigError, match="--replay-weight must be >= 0"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, replay_weight=-1.0))
+    with pytest.raises(ConfigError, match="recording not found"):  # before any Ray start
+        train(TrainSettings(storage=str(tmp_path), iterations=1, replay=["nope.npz"]))
     with pytest.raises(EvalSuiteError, match="no eval suite 'nope'"):  # before any Ray start
         train(TrainSettings(storage=str(tmp_path), iterations=1, validation_suite="nope"))
     assert TrainSettings(iterations=10, train_batch_size=400).lr_schedule(runners=2) == [

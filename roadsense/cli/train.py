@@ -66,6 +66,13 @@ def app(
     ] = "validation-v2",
     validate_every_minutes: Annotated[float, typer.Option(
         min=0.1, help="how often to validate (also at the end)")] = 6.0,
+    replay: Annotated[list[str] | None, typer.Option(
+        help="real recording (.npz) or folder of them, replayed at every validation and in "
+             "the final report, repeatable (default: ./recordings when it exists; 'none': no "
+             "replay)")] = None,
+    replay_weight: Annotated[float, typer.Option(
+        min=0.0, help="weight of the recordings' braking share in the validation score")
+    ] = 1.0,
     lean_sampling: Annotated[bool, typer.Option(
         help="sample with LeanEnvRunner (RLlib's bookkeeping, no per-step connectors, the "
              "policy in numpy); --no-lean-sampling: RLlib's own loop")
@@ -105,7 +112,9 @@ def app(
         false_brake_start=false_brake_start,
         warm_start=None if warm_start.lower() == "none" else warm_start,
         warm_start_steps=warm_start_steps, warm_start_brake=warm_start_brake or None,
-        imitation_weight=imitation_weight)
+        imitation_weight=imitation_weight,
+        replay=None if replay is None else [r for r in replay if r.lower() != "none"],
+        replay_weight=replay_weight)
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()
@@ -143,6 +152,14 @@ def app(
         for name, m in final.items():
             res.add_row(name, _pct(m["collision_rate"]), _pct(m["false_brake_rate"]),
                         _f(m["reaction_s_median"]))
+        console.print(res)
+    for rec, by_policy in (manifest.get("final_replay") or {}).items():
+        res = Table(title=f"replay of {rec} (a calm real drive: every brake is a false one)")
+        for col in ("policy", "rows braking", "brake onsets/min", "longest brake s"):
+            res.add_column(col)
+        for name, m in by_policy.items():
+            res.add_row(name, _pct(m["brake_share"]), _f(m["onsets_per_min"]),
+                        _f(m["longest_brake_s"]))
         console.print(res)
 
 

@@ -12,6 +12,7 @@ Storage layout (a local folder or `s3://bucket/prefix`)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -49,6 +50,15 @@ a shorter run) and stays there, so most of an hour's checkpoints come from a slo
 policy. Why: with the decay spread over the hour, checkpoints 6 minutes apart swung between 0
 and 4 validation collisions in 153 and 2-13% false braking. Not yet shown better: single runs
 of either schedule differ more between themselves than the schedules do (measured, README)."""
+
+
+REPLAY_WEIGHT = 1.0
+"""Default weight of real-recording braking in the validation score. The recordings are calm
+drives, so every brake there is a false one: at 1.0, braking on 2% of a recording's rows scores
+like 1.6 false brakes in the 78 calm episodes of `validation-v2` (each 1.3%), and braking on
+most of a drive outweighs any simulated result, as a car that brakes on calm roads is
+unusable."""
+DEFAULT_RECORDINGS = "recordings"
 
 
 @dataclass
@@ -98,6 +108,13 @@ class TrainSettings:
     52 at that run's 10 validations. Per checkpoint the two counts hardly agree (single brake
     blips on different roads): selection cannot separate checkpoints one false brake apart."""
     validate_every_minutes: float = 6.0
+    replay: list[str] | None = None
+    """Real recordings (`.npz` files, or folders of them) replayed at every validation and in
+    the final report (`roadsense.eval.replay`); None: the `recordings/` folder of the current
+    directory when there is one; []: none."""
+    replay_weight: float = REPLAY_WEIGHT
+    """Weight of the recordings' braking (share of rows braking > 0.1) in the validation score
+    (`validation_score`)."""
     entropy_coeff: float = 0.0
     false_brake_start: float | None = None
     """Weight of the false-braking penalty at the start; it stays there for the first 40% of
@@ -201,12 +218,28 @@ class TrainSettings:
                             f"threshold), got {self.warm_start_brake}")
         if not (math.isfinite(self.imitation_weight) and self.imitation_weight >= 0):
             problems.append(f"--imitation-weight must be >= 0, got {self.imitation_weight}")
+        if not (math.isfinite(self.replay_weight) and self.replay_weight >= 0):
+            problems.append(f"--replay-weight must be >= 0, got {self.replay_weight}")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
         if self.validation_suite:  # a bad name fails now, not at the first validation
             from roadsense.data import load_suite
 
             load_suite(self.validation_suite)
+        self.recordings()  # so does a bad recording
+
+    def recordings(self) -> list[Path]:
+        """The recording files `replay` names (each checked: `RecordingError` if unusable)."""
+        from roadsense.eval.replay import load_recording, recording_paths
+
+        if self.replay is None:
+            default = Path(DEFAULT_RECORDINGS)
+            paths = recording_paths([default]) if default.is_dir() else []
+        else:
+            paths = recording_paths(self.replay)
+        for p in paths:
+            load_recording(p)
+        return paths
 
 
 @dataclass
@@ -394,6 +427,11 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
         # what the warm start, the validations and the final evaluation run (evaluation
         # without domain randomisation: its suites fix the radio level)
         manifest["driver_env"] = driver_env_config(env_config)
+        replays = _replay_inputs(settings)
+        manifest["replay_recordings"] = [
+            {"name": inp.recording.name, "path": str(inp.recording.path),
+             "sha256": hashlib.sha256(inp.recording.path.read_bytes()).hexdigest()}
+            for inp in replays]
         warm_started = time.monotonic()
         demo = None
         if settings.warm_start and (not resumed or settings.imitation_weight > 0):
@@ -470,7 +508,8 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
                                      collect_seed_records)
                 last_ckpt = it
                 if validate:
-                    entry = _validate(settings, store, folder, it, manifest, env_config)
+                    entry = _validate(settings, store, folder, it, manifest, env_config,
+                                      replays)
                     if on_validation:
                         on_validation(entry)
                     next_validation = time.monotonic() - started + every_s
@@ -486,9 +525,10 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
 
     _learning_curve(progress, store.local / "learning_curve.png", manifest.get("validations"))
     if settings.final_eval:
-        manifest["final_eval"] = _final_eval(settings, store, selected_checkpoint(store.local,
-                                                                                  manifest),
-                                             env_config, manifest)
+        ckpt = selected_checkpoint(store.local, manifest)
+        manifest["final_eval"] = _final_eval(settings, store, ckpt, env_config, manifest)
+        if replays:
+            manifest["final_replay"] = _final_replay(store, ckpt, replays)
     manifest["status"] = "finished"
     manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run_manifest.save(manifest, store.local)
@@ -586,16 +626,39 @@ def _checkpoint(algo: Any, store: Storage, it: int, manifest: dict, report: Iter
     return folder
 
 
-def validation_score(summary: dict[str, Any]) -> float:
-    """Lower is better: collision rate (hazard episodes) plus false-braking rate (no-hazard)."""
-    return float(summary["collision_rate"] or 0.0) + float(summary["false_brake_rate"] or 0.0)
+def validation_score(summary: dict[str, Any], replay_brake_share: float | None = None,
+                     replay_weight: float = REPLAY_WEIGHT) -> float:
+    """Lower is better: collision rate (hazard episodes) plus false-braking rate (no-hazard
+    episodes) plus `replay_weight` x the share of real-recording rows braking (None: no
+    recordings)."""
+    return (float(summary["collision_rate"] or 0.0) + float(summary["false_brake_rate"] or 0.0)
+            + replay_weight * float(replay_brake_share or 0.0))
+
+
+def _replay_inputs(settings: TrainSettings) -> list[Any]:
+    """The recordings of `settings.replay`, loaded and converted once for the whole run."""
+    from roadsense.eval.replay import convert, load_recording
+
+    return [convert(load_recording(p)) for p in settings.recordings()]
+
+
+def _replay_brake_share(policy: Any, replays: list[Any]) -> float | None:
+    """Share of the recordings' rows (all recordings together) where `policy` brakes."""
+    from roadsense.eval.replay import metrics, run_policy
+
+    if not replays:
+        return None
+    rows = sum(inp.recording.rows for inp in replays)
+    braking = sum(metrics(run_policy(policy, inp), inp)["brake_share"] * inp.recording.rows
+                  for inp in replays)
+    return braking / rows
 
 
 def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: int,
-              manifest: dict, env_config: Any) -> dict[str, Any]:
+              manifest: dict, env_config: Any, replays: list[Any]) -> dict[str, Any]:
     """Run the validation suite on `folder`'s policy (checkpoint of `iteration`) with
-    training's env config and radio; record it in the manifest and pick the best so far
-    (lowest score, the later one on a tie)."""
+    training's env config and radio, and replay it on the real recordings; record it in the
+    manifest and pick the best so far (lowest score, the later one on a tie)."""
     from roadsense.eval import load_policy, run_suite, summarize
 
     started = time.monotonic()
@@ -606,6 +669,7 @@ def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: 
                      place="validation",
                      on_drop=_recorder(manifest, checkpoint=folder.name, iteration=iteration))
     summary = summarize(rows)[name]
+    replay_share = _replay_brake_share(policy, replays)
     episodes = store.local / VALIDATIONS / f"{folder.name}.jsonl"  # per episode, for audits
     episodes.parent.mkdir(exist_ok=True)
     episodes.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
@@ -613,7 +677,8 @@ def _validate(settings: TrainSettings, store: Storage, folder: Path, iteration: 
              "suite": settings.validation_suite,
              "collision_rate": summary["collision_rate"],
              "false_brake_rate": summary["false_brake_rate"],
-             "score": validation_score(summary),
+             "replay_brake_share": replay_share,
+             "score": validation_score(summary, replay_share, settings.replay_weight),
              "episodes": len(rows),
              "dropped_episodes": len(manifest.get("dropped_episodes", [])) - before,
              "seconds": round(time.monotonic() - started, 1)}
@@ -661,6 +726,21 @@ def _final_eval(settings: TrainSettings, store: Storage, ckpt: Path, env_config:
                        "env overrides": json.dumps(settings.env_overrides, sort_keys=True),
                        "episodes dropped (SUMO died)": str(len(dropped))})
     return summarize(rows)
+
+
+def _final_replay(store: Storage, ckpt: Path, replays: list[Any]) -> dict[str, Any]:
+    """The checkpoint and the baselines replayed on the real recordings (`eval/replay.md`);
+    per recording and policy, the closed-loop calm-driving figures."""
+    from roadsense.eval import load_policy
+    from roadsense.eval.replay import replay_report
+
+    summary = replay_report([load_policy(str(ckpt)), "no_assist", "v2v_rule"],
+                            [inp.recording for inp in replays], store.local / "eval")
+    keep = ("brake_share", "onsets_per_min", "longest_brake_s", "events_braked",
+            "stretches_braked")
+    return {rec: {name: {k: r["closed_loop"][k] for k in keep}
+                  for name, r in body["results"].items()}
+            for rec, body in summary["recordings"].items()}
 
 
 def _learning_curve(progress: Path, out: Path, validations: list[dict] | None = None) -> None:
