@@ -17,9 +17,9 @@ minibatch 4,000 (the whole batch at once), CUDA vs CPU (ratio = CPU time / CUDA 
 CUDA the CUDA cells are empty). Before timing, the CUDA network is checked against the CPU
 one on the same minibatch (outputs and gradients to 1e-4).
 
-Measured on an NVIDIA H200 machine (16 CPU cores; 2026-11-26): minibatch 256, CUDA 0.98 s vs
-CPU 0.91 s (0.93x: 160 small updates are bound by kernel launches, not arithmetic); minibatch
-4,000, CUDA 0.06 s vs CPU 0.24 s (4.0x). So `roadsense train` keeps its learner on the CPU
+On an NVIDIA H200 machine (16 CPU cores) minibatch 256 runs at about the same speed on CUDA
+and CPU (160 small updates are bound by kernel launches, not arithmetic) and minibatch 4,000
+about 4x faster on CUDA (figures: README), so `roadsense train` keeps its learner on the CPU
 (docs/cloud.md).
 """
 

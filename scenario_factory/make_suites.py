@@ -5,7 +5,7 @@
 The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
 needed). ``validation-v2``, which `roadsense train` uses to pick its checkpoint, refers to
 ``val-v1``: scenarios drawn like the test ones from another seed, neither trained nor tested
-on. ``validation-v1`` (the default before 2026-11-26, kept for old runs) refers to the training
+on. ``validation-v1``, kept so that older runs can be re-validated, refers to the training
 dataset ``default-v1`` (held-out seeds and hazards on training scenarios).
 Hazard plans, seeds and radio levels come from fixed seeds, so re-running this script writes
 the same files; ``--check`` only compares and exits 1 on a difference. Commit the JSON files;
@@ -134,8 +134,8 @@ def draw_validation(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
 
 def draw_validation_v2(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
     """``validation-v2`` from ``val-v1``'s index rows: every scenario twice with a hazard and
-    twice without, radio levels in turn. Its calm episodes are on unseen roads, where the
-    policies of 2026-11-26 braked for nothing while never doing so on training scenarios."""
+    twice without, radio levels in turn. Its calm episodes are on unseen roads, where policies
+    brake for nothing more often than on training scenarios."""
     rng = np.random.default_rng(VALIDATION_V2_SEED)
     episodes = []
     for hazard in (True, False):

@@ -42,7 +42,8 @@ def test_starting_to_brake_without_a_hazard_costs_once_per_onset() -> None:
 def test_a_one_step_brake_pays_on_a_warning_and_costs_without_a_reason(brake: float) -> None:
     """Exploration noise brakes for single steps: on a hazard warning that must earn more
     (hazard_response) than its jerk (on and off) and comfort cost, or PPO learns only that
-    braking costs (it did, at jerk 0.05: README, learning bar); without a reason it must cost."""
+    braking costs (at jerk 0.05 it did not pay: docs/experiments.md); without a reason it must
+    cost."""
     def one_step(**situation) -> float:
         r = RewardTracker(RewardWeights(), max_brake_mps2=8.0)
         return (r.step(brake=brake, ttc_s=float("inf"), collision=False, **situation)

@@ -43,48 +43,30 @@ class RewardWeights:
     comfort: float = 0.1
     """Per second, on (agent deceleration / max)^2."""
     jerk: float = 0.01
-    """Per step, on |change of the brake command|. It was 0.05 until 2026-11-26: then a
-    one-step exploratory brake of b on a hazard warning cost 2 x 0.05 b in jerk (on and off)
-    and earned `hazard_response` x b x 0.1 s = 0.1 b, so the exploration noise carried no
-    reward for braking on a warning, while every calm-state brake cost `false_brake` on top:
-    PPO pushed the brake down everywhere, and in one run in four (seed 3) it never learned to
-    brake on hazards (README, learning bar). At 0.01 the same brake nets +0.08 b; with it
-    (and `hazard_response` on any car's warning) seed 2 learned to avoid collisions within 5
-    minutes instead of 27, while seed 3 still did not learn (README)."""
+    """Per step, on |change of the brake command|. Small enough that a one-step exploratory
+    brake of b on a hazard warning nets a gain (`hazard_response` x b x 0.1 s = 0.1 b against
+    2 x 0.01 b of jerk, on and off): at 0.05 the two cancelled, so exploration carried no
+    reward for braking on warnings and PPO learned only that braking costs
+    (docs/experiments.md)."""
     false_brake: float = 3.0
-    """Per second, on the brake command while there is no reason to brake. At 1.0 the policies
-    of an hour's run braked in 4-11 of the 78 `no-hazard-v1` episodes (mostly 0.1-0.5 for 1-30
-    steps on unseen curves and approaches), while braking in none of `validation-v1`'s calm
-    episodes on training scenarios (measured on 20 checkpoints of one run): braking when
-    nothing happens was too cheap to stay clear of the threshold on scenarios never seen.
-    At 3.0 three hour-long runs ended at 0, 0 and 1 collisions in 234 and 1, 3 and 1 false
-    brakes in 78 (seeds 0, 1, 2), and a fourth (seed 3) never learned to brake on hazards
-    (README, learning bar). `roadsense train --false-brake-start` can start it lower and
-    raise it part-way through the learning-rate decay."""
+    """Per second, on the brake command while there is no reason to brake. At 1.0 braking when
+    nothing happens is cheap enough that policies brake lightly on roads they never saw (4-11
+    of the 78 `no-hazard-v1` episodes); at 3.0 they stay clear of the threshold
+    (docs/experiments.md). `roadsense train --false-brake-start` can start it lower and raise
+    it part-way through the learning-rate decay."""
     false_brake_onset: float = 1.0
     """Once per start of braking while no hazard is under way (unsafe ttc is no excuse here),
-    matching how evaluation counts false braking (any braking in a no-hazard episode). It was
-    off until 2026-11-26: at 1.0 PPO learned to brake on hazards far more slowly from scratch
-    (training collision rate 5-6% against 1-3% without it over iterations 20-80, measured).
-    Since runs start from an imitation of `v2v_rule` (`roadsense train --warm-start`) braking
-    on hazards is there from the first iteration, and without this term a warm-started run
-    drifted into light hedging brakes (0.05-0.5 of full) when it held a single peer's message
-    on a calm road: 3-5 false brakes in validation-v2's 78 calm episodes at minutes 6-24,
-    25-31 from minute 30 on (seed 3, README, learning bar)."""
+    matching how evaluation counts false braking (any braking in a no-hazard episode). Without
+    it a warm-started policy drifts into light hedging brakes (0.05-0.5 of full) when it holds a
+    single calm peer's message; from scratch it slows learning to brake on hazards, which the
+    warm start now provides (docs/experiments.md)."""
     hazard_response: float = 1.0
     """Per second, on the brake command while a hazard is under way and the ego's view holds
     a message from a car ahead reporting hard braking (`hazard_msg_decel_mps2`), or held one
-    within `convoy_env.WARNING_HOLD_S`. Until 2026-11-26 15:00 it paid from the first such
-    message to the end of the hazard, whatever the view held by then; earlier still only the
-    hazard car's own message counted, which the ego of a far hazard rarely hears (shaping
-    gated by ground truth: single-step exploration noise alone did not teach a sustained
-    brake within an hour; measured). At 1.0, under the f6d38b8 reward and before the warm
-    start, the trained policy braked at ~0.4 of full on a -9 m/s^2 hazard message where
-    `v2v_rule` brakes at 0.8. 2.0
-    was tried (same seed): one 15-minute run validated at 0 collisions in 153 from minute 12
-    on, but two other runs stayed at 5-15 collisions at minutes 6-19 and trained at a 2% collision
-    rate against 0.5% at 1.0 (measured), so the default stays 1.0. With the view-gated
-    shaping 2.0 braked in 12 of validation-v2's 78 calm episodes at minute 5 (seed 3)."""
+    within `convoy_env.WARNING_HOLD_S`: shaping gated by ground truth, because single-step
+    exploration noise alone does not teach a sustained brake. It pays only on what the view
+    holds, so that no other cue of a hazard episode is rewarded; at 2.0 policies brake on calm
+    roads with one peer in view (docs/experiments.md)."""
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 

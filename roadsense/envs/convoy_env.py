@@ -47,11 +47,8 @@ RADIO_ID = re.compile(r"^V\d{3}$")
 WARNING_HOLD_S = 1.0
 """`hazard_response` pays for braking while the ego's view holds a warning (a peer ahead
 reporting hard braking) and for this long after the last one: messages come at 10 Hz and
-get lost, and `v2v_rule` holds its brake as long. Until 2026-11-26 it paid for the whole
-hazard from the first warning on, whatever the view held then, and policies learned to brake
-on cues of the hazard episodes that carried no warning (a calm peer far to the right, seen
-on one training curve): full brakes in up to 6 of `no-hazard-v1`'s 78 calm episodes
-(README, learning bar)."""
+get lost, and `v2v_rule` holds its brake as long. Paying for the whole hazard instead teaches
+braking on other cues of hazard episodes (a calm peer far to the side; docs/experiments.md)."""
 _ACC = PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 _EGO_SOURCE = ("ego",)
@@ -346,10 +343,9 @@ class ConvoyEnv(gym.Env):
         braking would go on until the driver's next decision), then at the points of the
         schedule set at warm-up: a shortened interval up to the next scheduled point, where
         `step` restores the driver's own interval. Restarting the schedule at the hand-back
-        instead (until 2026-11-26) put the driver's next decision a full interval (0.5-1.5 s)
-        after any brake, however short: a one-step brake on the first hazard message caused
-        4 collisions and avoided 2 in standard-v1's 234 episodes, so PPO learned that braking
-        on a hazard costs (README, learning bar).
+        would put the driver's next decision a full interval (0.5-1.5 s) after any brake,
+        however short, so that a one-step brake on a hazard message causes collisions and PPO
+        learns that braking on a hazard costs (docs/experiments.md).
         """
         sim, now = self._sim, _step_of(time_s)
         sim.set_speed(EGO_ID, -1)

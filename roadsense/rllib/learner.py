@@ -5,11 +5,9 @@ from the rule's braking in the states where braking matters most and PPO sees le
 value: a single peer right ahead reporting -7.5 m/s^2 while the ego closes at 6 m/s. There a
 brake held for a second decides the collision, but one exploratory 0.1 s brake changes
 nothing, and once the driver brakes (4.5 m/s^2) a brake under 0.56 adds nothing at all, while
-every brake costs comfort. In run 47ec32 (seed 3) the deterministic brake in that state fell
-from 0.72 at the warm start to 0.6 within five minutes and to 0.1-0.3 later; its checkpoints,
-and those of a seed-0 run, ended one to three collisions short of the rule on the test suite
-(README, learning bar; with the term, none of 20 checkpoints of two runs collides). The
-imitation term keeps the policy's mean near the demonstrated braking wherever PPO's own
+every brake costs comfort. Without the term the deterministic brake in that state falls from
+~0.7 at the warm start to 0.1-0.3 within the hour, and checkpoints end one to three collisions
+short of the rule on the test suite (docs/experiments.md). The imitation term keeps the policy's mean near the demonstrated braking wherever PPO's own
 gradient is weak, and PPO's gradient wins where it is strong (demo-augmented policy gradient,
 Rajeswaran et al. 2018).
 

@@ -39,17 +39,15 @@ CURVE_WINDOW = 20
 """Iterations averaged per point of the learning curve."""
 EXPECTED_STEPS_PER_S_PER_RUNNER = 1000
 """Training env steps/s per runner, learner updates included (4 envs per runner, 2-core
-laptop, lean loop: an hour-long run made 7.4 M steps with 2 runners, i.e. ~1,030); only used
-to size the schedules of a timed run. Until 2026-11-26 it was 700, RLlib's loop's rate, so with
-the lean loop the decay ended after ~10 minutes instead of `LR_DECAY_MINUTES`."""
+laptop, lean loop: an hour-long run makes ~7 M steps with 2 runners); only used to size the
+schedules of a timed run."""
 EXPECTED_STEPS_PER_S_PER_RUNNER_RLLIB_LOOP = 700
 """The same with RLlib's own sampling loop (``lean_sampling=False``)."""
 LR_DECAY_MINUTES = 15.0
 """By default the learning rate reaches `lr_final` after this much training (or at the end of
 a shorter run) and stays there, so most of an hour's checkpoints come from a slowly moving
-policy. Why: with the decay spread over the hour, checkpoints 6 minutes apart swung between 0
-and 4 validation collisions in 153 and 2-13% false braking. Not yet shown better: single runs
-of either schedule differ more between themselves than the schedules do (measured, README)."""
+policy: with the decay spread over the hour, checkpoints 6 minutes apart swing between 0 and
+4 validation collisions in 153 and 2-13% false braking (docs/experiments.md)."""
 
 
 REPLAY_WEIGHT = 1.0
@@ -89,11 +87,9 @@ class TrainSettings:
     num_epochs: int = 10
     lr: float = 3e-4
     lr_final: float | None = 3e-5
-    """Learning rate reached linearly from `lr` and then kept (None: constant `lr`).
-    Tried because at a constant rate checkpoints kept swinging between 0-1.3% collisions and
-    2.6-6.4% false braking on the test suites; with the decay they still swing (1.9-13.5%
-    false braking on validation-v1 over an hour, measured), so the checkpoint selection on
-    `validation_suite` does most of the work."""
+    """Learning rate reached linearly from `lr` and then kept (None: constant `lr`). Checkpoints
+    still differ from one another, so the checkpoint selection on `validation_suite` does most
+    of the work."""
     lr_decay_steps: int | None = None
     """Env steps over which `lr` falls to `lr_final`; None: the run's expected length
     (`iterations` x batch, or the budget at `EXPECTED_STEPS_PER_S_PER_RUNNER`), at most
@@ -102,11 +98,8 @@ class TrainSettings:
     """Evaluated every `validate_every_minutes` and at the end (the time counts against the
     budget); the final evaluation uses the checkpoint that scored best on it. None: the last
     checkpoint. `validation-v2` is on `val-v1`, scenarios drawn like the test ones and neither
-    trained nor tested on, so its false braking estimates the test suite's: on 26 checkpoints
-    of one hour-long run it counted 2-6 of 78 calm episodes where `no-hazard-v1` counted 2-9,
-    while `validation-v1` (training scenarios, the default before 2026-11-26) counted 0-2 of
-    52 at that run's 10 validations. Per checkpoint the two counts hardly agree (single brake
-    blips on different roads): selection cannot separate checkpoints one false brake apart."""
+    trained nor tested on, so its false braking estimates the test suite's; it cannot separate
+    checkpoints one false brake apart (single brake blips on different roads)."""
     validate_every_minutes: float = 6.0
     replay: list[str] | None = None
     """Real recordings (`.npz` files, or folders of them) replayed at every validation and in
@@ -119,31 +112,28 @@ class TrainSettings:
     false_brake_start: float | None = None
     """Weight of the false-braking penalty at the start; it stays there for the first 40% of
     the learning-rate decay (`lr_decay_steps`) and rises linearly to the env's weight
-    (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout).
-    Tried at 1.0 against the "never brake" collapse of seed 3 (README, learning bar): it did
-    not prevent it (no braking on hazard messages after 12 minutes, as before), so it is off
-    by default."""
+    (`RewardWeights.false_brake`, 3.0) at 80% of it (None: the env's weight throughout). Off
+    by default: it did not prevent a run from collapsing to "never brake"
+    (docs/experiments.md)."""
     lean_sampling: bool = True
     """Env runners sample with `LeanEnvRunner`: RLlib's episode bookkeeping without its per-step
     connector pipelines, the policy's forward pass in numpy (1.6x RLlib's sampling steps/s with
-    4 envs per runner, 4.5x with one, benchmarks/training.py on 2026-11-26).
-    False: RLlib's own loop (the learning bar runs before 2026-11-26 04:10 used it)."""
+    4 envs per runner, 4.5x with one: `python -m benchmarks training`). False: RLlib's own
+    loop."""
     warm_start: str | None = "v2v_rule"
     """Start PPO from an imitation of this baseline (`roadsense.rllib.warm_start`), fitted on
     `warm_start_steps` steps of it on the training dataset before the first iteration (the
-    time counts against the budget); None: from the module's initial policy. Why: from
-    scratch, whether a run learned to brake on warnings depended on its first minute (one seed
-    in four never did, README, learning bar)."""
+    time counts against the budget); None: from the module's initial policy. From scratch,
+    whether a run learns to brake on warnings depends on luck in its first minute
+    (`roadsense.rllib.warm_start`)."""
     warm_start_steps: int = 40_000
     warm_start_brake: float | None = 1.0
     """Brake level the imitation fits on the baseline's braking steps in hazard episodes (None:
     the baseline's own, 0.8 for `v2v_rule`); its brakes in calm episodes are fitted as "no
     brake" (`roadsense.rllib.warm_start.imitation_targets`). Full brake, because the returns
-    favour it: `v2v_rule` braking at 1.0 instead of 0.8 on the same 1,300 training episodes
-    (hazards drawn as in training) returned 0.21 against 0.11 per episode (1 collision each),
-    and on the 240 with a single peer 2.00 against 1.43 (0 collisions against 1); and a
-    single peer's hard-braking report is where an imitation fitted to 0.8 (0.73 there)
-    collided on the test suite and the rule did not (2026-11-26)."""
+    favour it: on training episodes `v2v_rule` braking at 1.0 returns about twice what it
+    returns at 0.8, and a single peer's hard-braking report is where a brake of ~0.7 still
+    collides (docs/experiments.md)."""
     imitation_weight: float = 1.0
     """Weight of the imitation term added to PPO's loss for the whole run, on the warm start's
     demonstrations (`roadsense.rllib.learner`); 0, or no `warm_start`: plain PPO."""

@@ -6,7 +6,7 @@ braking and non-braking steps in hazard-message states have the same discounted 
 -3.64 +- 0.11 against -3.64 +- 0.05 over 3,000 episodes), while every brake in a calm state
 costs. Only sustained braking avoids a collision, and the noise never sustains it, so whether
 a run learns to brake on warnings depends on luck in its first minute: one seed in four never
-did (README, learning bar). Starting from the rule's behaviour gives PPO the sustained braking
+did (docs/experiments.md). Starting from the rule's behaviour gives PPO the sustained braking
 to refine instead of to discover.
 
 How. Run the baseline on the training dataset (one in-process env, before the env runners
