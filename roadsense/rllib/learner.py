@@ -3,13 +3,13 @@
 Why. Started from an imitation of `v2v_rule` (`roadsense.rllib.warm_start`), PPO drifted away
 from the rule's braking in the states where braking matters most and PPO sees least of its
 value: a single peer right ahead reporting -7.5 m/s^2 while the ego closes at 6 m/s. There a
-brake held for a second decides the collision, but one exploratory 0.1 s brake changes
-nothing, and once the driver brakes (4.5 m/s^2) a brake under 0.56 adds nothing at all, while
-every brake costs comfort. Without the term the deterministic brake in that state falls from
-~0.7 at the warm start to 0.1-0.3 within the hour, and checkpoints end one to three collisions
-short of the rule on the test suite (docs/experiments.md). The imitation term keeps the policy's mean near the demonstrated braking wherever PPO's own
-gradient is weak, and PPO's gradient wins where it is strong (demo-augmented policy gradient,
-Rajeswaran et al. 2018).
+brake held for a second decides the collision, but one exploratory 0.1 s brake changes nothing,
+and once the driver brakes (4.5 m/s^2) a brake under 0.56 adds nothing at all, while every
+brake costs comfort. Without the term the deterministic brake in that state falls from ~0.7 at
+the warm start to 0.1-0.3 within the hour, and checkpoints end one to three collisions short of
+the rule on the test suite (docs/experiments.md). The imitation term keeps the policy's mean
+near the demonstrated braking wherever PPO's own gradient is weak, and PPO's gradient wins
+where it is strong (demo-augmented policy gradient, Rajeswaran et al. 2018).
 
 What. The loss of each minibatch gets ``weight x`` the weighted squared error between the
 policy's mean (RLlib's normalised action space) and the demonstrations' targets
