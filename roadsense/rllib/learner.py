@@ -1,6 +1,6 @@
 """`ImitationPPOTorchLearner`: PPO plus an imitation term on the warm start's demonstrations.
 
-Why. Started from an imitation of `v2v_rule` (`roadsense.rllib.warm_start`), PPO drifted away
+Why. Started from an imitation of `v2v_rule` (`roadsense.rllib.warm_start`), PPO drifts away
 from the rule's braking in the states where braking matters most and PPO sees least of its
 value: a single peer right ahead reporting -7.5 m/s^2 while the ego closes at 6 m/s. There a
 brake held for a second decides the collision, but one exploratory 0.1 s brake changes nothing,
