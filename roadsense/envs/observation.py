@@ -40,6 +40,24 @@ EGO_DIM, PEER_DIM = len(EGO_FEATURES), len(PEER_FEATURES)
 PEER_INDEX = {name: i for i, name in enumerate(PEER_FEATURES)}
 _INV_PEER_SCALE = 1.0 / PEER_SCALE
 
+OBSERVATION_LAYOUT_VERSION = 1
+"""Version of the layout above (features, order, units, scales). Raise it with any change to
+them: exported policies carry it, and a policy is only valid for the layout it was trained on."""
+
+
+def observation_spec() -> dict:
+    """The observation layout as plain JSON data, for exported policies and their users."""
+    return {
+        "layout_version": OBSERVATION_LAYOUT_VERSION,
+        "ego_features": list(EGO_FEATURES), "ego_scale": EGO_SCALE.astype(float).tolist(),
+        "peer_features": list(PEER_FEATURES), "peer_scale": PEER_SCALE.astype(float).tolist(),
+        "units": {"ego": ["m/s", "m/s^2", "0..1"],
+                  "peer": ["m", "m", "m/s", "m/s^2", "rad", "s", "hops"]},
+        "peers": "ragged: one row per held peer message, 0 or more rows, in any order",
+        "normalisation": "feature = SI quantity / scale",
+        "dtype": "float32",
+    }
+
 
 def sumo_angle_to_rad(angle_deg: np.ndarray | float) -> np.ndarray | float:
     """SUMO's angle (0 = north, clockwise, degrees) to a math heading (0 = east, CCW, rad)."""
