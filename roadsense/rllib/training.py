@@ -7,6 +7,7 @@ Storage layout (a local folder or `s3://bucket/prefix`)::
     <storage>/<run_id>/checkpoints/iter_000010/...   RLlib checkpoint + policy.pt (plain torch)
     <storage>/<run_id>/eval/report.md, metrics.parquet, *.png
     <storage>/<run_id>/learning_curve.png, progress.jsonl
+    <storage>/<run_id>/tensorboard/events.out.tfevents.*   (roadsense.tracking)
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ class TrainSettings:
     final_eval: bool = True
     eval_no_hazard_suite: str | None = "no-hazard-v1"
     dataset_root: str = "datasets"
+    mlflow_uri: str | None = None
+    """Also track the run in MLflow at this URI (`roadsense.tracking`); TensorBoard event
+    files are written under the run folder either way."""
 
     def decay_steps(self, runners: int) -> int:
         """Env steps of the learning-rate decay: `lr_decay_steps`, or the run's expected
@@ -200,6 +204,10 @@ class TrainSettings:
             problems.append(f"--imitation-weight must be >= 0, got {self.imitation_weight}")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
+        if self.mlflow_uri:
+            from roadsense.tracking import require_mlflow
+
+            require_mlflow(self.mlflow_uri)
         if self.validation_suite:  # a bad name fails now, not at the first validation
             from roadsense.data import load_suite
 
@@ -313,6 +321,7 @@ def train(settings: TrainSettings,
     from roadsense.rllib.env_runner import scheduled_weights
     from roadsense.rllib.learner import IMITATION_LOSS
     from roadsense.rllib.warm_start import keep_imitating, warm_start
+    from roadsense.tracking import RunTracker
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -344,6 +353,7 @@ def train(settings: TrainSettings,
     store = Storage(settings.storage, run_id)
     if resumed and store.local != resumed[1]:
         shutil.copytree(resumed[1], store.local, dirs_exist_ok=True)
+    tracker = RunTracker(store.local, manifest, asdict(settings), settings.mlflow_uri)
     run_manifest.save(manifest, store.local)
     store.sync()
 
@@ -427,6 +437,7 @@ def train(settings: TrainSettings,
                 if reward_schedule else None)
             with progress.open("a") as f:
                 f.write(json.dumps(asdict(report)) + "\n")
+            tracker.iteration(asdict(report))
             if on_iteration:
                 on_iteration(report)
             log.info("iter %d convoy/collision_rate=%s convoy/false_brake_rate=%s return=%s",
@@ -442,6 +453,7 @@ def train(settings: TrainSettings,
                 if validate:
                     entry = _validate(settings, store, folder, it, manifest,
                                       debug=runners == 0)
+                    tracker.validation(entry)
                     if on_validation:
                         on_validation(entry)
                     next_validation = time.monotonic() - started + every_s
@@ -457,9 +469,11 @@ def train(settings: TrainSettings,
     if settings.final_eval:
         manifest["final_eval"] = _final_eval(settings, store, selected_checkpoint(store.local,
                                                                                   manifest))
+        tracker.final_eval(manifest["final_eval"])
     manifest["status"] = "finished"
     manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run_manifest.save(manifest, store.local)
+    tracker.finish(manifest, selected_checkpoint(store.local, manifest) / "policy.pt")
     store.sync()
     manifest["storage"] = store.where
     return manifest
