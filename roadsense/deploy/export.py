@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +141,22 @@ def _write_onnx(policy: Any, spec: dict[str, Any], tmp: Path) -> None:
     peers = torch.zeros(5, PEER_DIM)
     index = torch.tensor([0, 0, 0, 2, 2])
     batch, rows = torch.export.Dim("batch"), torch.export.Dim("peer_rows")
-    with torch.no_grad():
-        program = torch.onnx.export(
-            module, (ego, peers, index), dynamo=True, opset_version=ONNX_OPSET,
-            input_names=["ego", "peers", "index"], output_names=["policy_out", "action"],
-            dynamic_shapes={"ego": {0: batch}, "peers": {0: rows}, "index": {0: rows}},
-            verbose=False)
+    # torch's exporter notes its own internals (torchvision ops it skips, a deprecated pytree
+    # type, an axis name it merges), nothing about this model: keep them off the terminal.
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+            program = torch.onnx.export(
+                module, (ego, peers, index), dynamo=True, opset_version=ONNX_OPSET,
+                input_names=["ego", "peers", "index"], output_names=["policy_out", "action"],
+                dynamic_shapes={"ego": {0: batch}, "peers": {0: rows}, "index": {0: rows}},
+                verbose=False)
+    finally:
+        registry_log.setLevel(level)
     model = program.model_proto
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, json.dumps(spec, sort_keys=True)
