@@ -177,13 +177,24 @@ class OnnxArtifactPolicy(ArtifactPolicy):
         return self.run(ego, peers, counts)[1]
 
 
-def load_artifact(path: str | Path, threads: int = 1) -> ArtifactPolicy:
-    """Open an exported artifact by its suffix: `.npz` (numpy) or `.onnx` (onnxruntime)."""
+def load_artifact(path: str | Path, threads: int = 1,
+                  layout_version: int | None = None) -> ArtifactPolicy:
+    """Open an exported artifact by its suffix: `.npz` (numpy) or `.onnx` (onnxruntime).
+
+    `layout_version`: the observation layout the caller builds; an artifact made for another
+    one is refused (its features would be read with the wrong meaning)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such artifact; write one with `roadsense export`")
     if path.suffix == ".npz":
-        return NumpyArtifactPolicy(path)
-    if path.suffix == ".onnx":
-        return OnnxArtifactPolicy(path, threads=threads)
-    raise ValueError(f"{path}: unknown artifact suffix {path.suffix!r}; use .npz or .onnx")
+        policy: ArtifactPolicy = NumpyArtifactPolicy(path)
+    elif path.suffix == ".onnx":
+        policy = OnnxArtifactPolicy(path, threads=threads)
+    else:
+        raise ValueError(f"{path}: unknown artifact suffix {path.suffix!r}; use .npz or .onnx")
+    found = policy.spec["observation"]["layout_version"]
+    if layout_version is not None and found != layout_version:
+        raise ValueError(f"{path}: made for observation layout {found}, the caller builds "
+                         f"layout {layout_version}; export a policy trained on layout "
+                         f"{layout_version}")
+    return policy
