@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).parent
-ORDER = ["sim", "emulator", "env", "scenarios", "training"]
+ORDER = ["sim", "emulator", "env", "scenarios", "training", "deploy"]
 ON_REQUEST = {"learning"}  # an hour long: run only when named
 
 

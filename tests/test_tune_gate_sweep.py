@@ -70,3 +70,6 @@ def test_tiny_sweep_writes_results_and_manifest_to_s3(s3_bucket: str, local_ray,
         for o in page.get("Contents", [])
     ]
     assert any("/checkpoint_" in k for k in keys), keys[:20]
+    # each trial's TensorBoard event files, in the sweep's storage
+    events = [k for k in keys if "/events.out.tfevents." in k]
+    assert len({k.rsplit("/", 1)[0] for k in events}) == 2, keys[:40]

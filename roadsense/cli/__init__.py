@@ -21,6 +21,7 @@ _SUB_APPS = {
     "scenarios": "Generate, check, list and sync scenario datasets.",
     "train": "Train the policy with RLlib PPO.",
     "eval": "Evaluate a checkpoint or a baseline on a fixed suite.",
+    "export": "Export a trained policy as a numpy or ONNX file that runs without Ray or torch.",
     "tune": "Ray Tune sweeps (gated on a stable Phase 1 run).",
     "cloud": "EC2 cluster, SageMaker and budget tooling.",
 }

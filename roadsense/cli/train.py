@@ -82,6 +82,9 @@ def app(
     final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
     max_runtime_minutes: Annotated[float | None, typer.Option(
         help="hard cap for cloud runs: checkpoint and stop (same as --budget-minutes)")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(
+        help="also track the run in MLflow (a tracking server URL, or file:PATH); TensorBoard "
+             "event files go under the run folder either way")] = None,
 ) -> None:
     """Train PPO on ConvoyEnv and write checkpoints, a run manifest and an evaluation report."""
     from roadsense.errors import ConfigError
@@ -112,7 +115,7 @@ def app(
         false_brake_start=false_brake_start,
         warm_start=None if warm_start.lower() == "none" else warm_start,
         warm_start_steps=warm_start_steps, warm_start_brake=warm_start_brake or None,
-        imitation_weight=imitation_weight,
+        imitation_weight=imitation_weight, mlflow_uri=mlflow_uri,
         replay=None if replay is None else [r for r in replay if r.lower() != "none"],
         replay_weight=replay_weight)
     settings.validate()  # bad input fails before the live table starts

@@ -7,6 +7,10 @@ sweep's storage (local dir or s3://; Tune writes s3:// through pyarrow's filesys
 stops itself, after a final checkpoint, once the sweep's maximum runtime is reached (the cost
 guardrail); Tune's own time budget is the backstop.
 
+Every trial's results also go to TensorBoard event files in its trial folder under the sweep's
+storage (Tune's `TBXLoggerCallback`, named here so that TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
+does not drop it): `tensorboard --logdir <storage>/<name>` shows a sweep while it runs.
+
 The sweep's run manifest (kind "tune") is written next to the results at the start and again at
 the end; it records the gate's verdict and ``forced`` when the gate was overridden.
 """
@@ -217,6 +221,7 @@ def run_sweep(
     import ray
     from ray import tune
     from ray.rllib.algorithms.ppo import PPO
+    from ray.tune.logger import TBXLoggerCallback
 
     base = {"seed": settings.seed, **settings.base_config}
     started = time.time()
@@ -245,6 +250,7 @@ def run_sweep(
                 name=settings.name,
                 storage_path=settings.storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[TBXLoggerCallback()],
             ),
         )
         results = tuner.fit()

@@ -55,6 +55,30 @@ FIRST_MEAN_LIMIT_MPS2 = 4.0
 """The largest constant IMU offset expected (the real recording shows up to 3.6 m/s^2; the
 emulator draws up to 4.0): where a sender's running mean may start."""
 
+OBSERVATION_LAYOUT_VERSION = 1
+"""Version of the layout above (features, order, units, scales, the running-mean
+accelerations). Raise it with any change to them: exported policies carry it, and a policy is
+only valid for the layout it was trained on."""
+
+
+def observation_spec() -> dict:
+    """The observation layout as plain JSON data, for exported policies and their users."""
+    return {
+        "layout_version": OBSERVATION_LAYOUT_VERSION,
+        "ego_features": list(EGO_FEATURES), "ego_scale": EGO_SCALE.astype(float).tolist(),
+        "peer_features": list(PEER_FEATURES), "peer_scale": PEER_SCALE.astype(float).tolist(),
+        "units": {"ego": ["m/s", "m/s^2"],
+                  "peer": ["m", "m", "m/s", "m/s^2", "rad", "s", "hops"]},
+        "accel": ("every acceleration (the ego's IMU, each peer's report) minus its source's "
+                  "exponential running mean (AccelBaseline): time constant tau_s, updated once "
+                  "per new reading; a source's first reading starts the mean, limited to "
+                  "+-first_limit_mps2"),
+        "accel_baseline": {"tau_s": BASELINE_TAU_S, "first_limit_mps2": FIRST_MEAN_LIMIT_MPS2},
+        "peers": "ragged: one row per held peer message, 0 or more rows, in any order",
+        "normalisation": "feature = SI quantity / scale",
+        "dtype": "float32",
+    }
+
 
 class AccelBaseline:
     """Per-source running mean of reported accelerations; `relative` gives each reading minus

@@ -7,10 +7,11 @@ more than the env step they serve. The same arithmetic in numpy takes about a th
 (~36 vs ~106 us at batch 4 with the default sizes, measured in-process on a loaded 2-core
 machine; the training benchmark's lean-loop rows show the effect on sampling).
 
-The parameters are read as numpy views of the net's tensors (no copy), so an in-place update
-(`load_state_dict`, an optimizer step) is seen at once; call `refresh()` after parameter
-tensors are replaced. Float32 throughout, like the net: outputs agree with torch to ~1e-6
-(summation order differs), not bit for bit.
+The arithmetic is `roadsense.deploy.runtime.deepsets_policy`, the same code that runs an
+exported artifact. The parameters are read as numpy views of the net's tensors (no copy), so
+an in-place update (`load_state_dict`, an optimizer step) is seen at once; call `refresh()`
+after parameter tensors are replaced. Float32 throughout, like the net: outputs agree with
+torch to ~1e-6 (summation order differs), not bit for bit.
 
 >>> import torch
 >>> from roadsense.models import DeepSets
@@ -26,51 +27,37 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from torch import nn
 
+from roadsense.deploy.runtime import ACTIVATIONS, Layer, deepsets_policy
 from roadsense.models.deepsets import DeepSets
 
-
-def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
-    nn.Tanh: np.tanh,
-    nn.ReLU: lambda x: np.maximum(x, 0.0),
-    nn.SiLU: _silu,
-}
-
-Layer = tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray] | None]
-"""(weight transposed (in, out), bias (out,), activation or None): one Linear of an MLP."""
+_ACTIVATION_NAMES: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu",
+                                                  nn.SiLU: "silu"}
 
 
 def _view(t) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _layers(mlp: nn.Sequential) -> list[Layer]:
-    layers: list[Layer] = []
+def layer_specs(mlp: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
+    """(weight transposed (in, out), bias, activation name or None) per Linear of `mlp`, the
+    weights as views of the tensors (no copy)."""
+    layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
     for m in mlp:
         if isinstance(m, nn.Linear):
             layers.append((_view(m.weight).T, _view(m.bias), None))
-        elif type(m) in _ACTIVATIONS and layers and layers[-1][2] is None:
+        elif type(m) in _ACTIVATION_NAMES and layers and layers[-1][2] is None:
             w, b, _ = layers[-1]
-            layers[-1] = (w, b, _ACTIVATIONS[type(m)])
+            layers[-1] = (w, b, _ACTIVATION_NAMES[type(m)])
         else:
             raise TypeError(f"NumpyPolicy cannot mirror {m!r} in {mlp!r}")
     return layers
 
 
-def _mlp(layers: list[Layer], x: np.ndarray) -> np.ndarray:
-    for w, b, act in layers:
-        x = x @ w + b
-        if act is not None:
-            x = act(x)
-    return x
+def _layers(mlp: nn.Sequential) -> list[Layer]:
+    return [(w, b, ACTIVATIONS[act] if act else None) for w, b, act in layer_specs(mlp)]
 
 
 class NumpyPolicy:
@@ -95,27 +82,5 @@ class NumpyPolicy:
     def __call__(self, ego: np.ndarray, peers: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Policy output (B, action_dim) for ego (B, E), packed peers (sum counts, F) in sample
         order, and counts (B,)."""
-        counts = np.asarray(counts)
-        batch = len(counts)
-        h = _mlp(self._phi, np.asarray(peers, np.float32))
-        filled = counts > 0
-        # Rows of the samples that have peers start here; an empty sample owns no rows, so
-        # `reduceat` over these starts reduces exactly each filled sample's rows.
-        starts = (np.cumsum(counts) - counts)[filled]
-        parts = []
-        if self._pooling in ("sum", "mean", "sum_max", "mean_max"):
-            total = np.zeros((batch, h.shape[1]), np.float32)
-            if starts.size:
-                total[filled] = np.add.reduceat(h, starts, axis=0)
-            if self._pooling.startswith("mean"):
-                total /= np.maximum(counts, 1).astype(np.float32)[:, None]
-            parts.append(total)
-        if self._pooling.endswith("max"):
-            top = np.zeros((batch, h.shape[1]), np.float32)
-            if starts.size:
-                top[filled] = np.maximum.reduceat(h, starts, axis=0)
-            parts.append(top)
-        c = counts.astype(np.float32)[:, None]
-        x = np.concatenate([np.asarray(ego, np.float32), *parts, (c == 0).astype(np.float32),
-                            np.log1p(c)], axis=1)
-        return _mlp(self._head, _mlp(self._rho, x))
+        return deepsets_policy(self._phi, self._rho, self._head, self._pooling, ego, peers,
+                               counts)

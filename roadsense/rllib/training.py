@@ -8,6 +8,7 @@ Storage layout (a local folder or `s3://bucket/prefix`)::
     <storage>/<run_id>/validations/iter_000010.jsonl     the validation's rows, one per episode
     <storage>/<run_id>/eval/report.md, metrics.parquet, *.png
     <storage>/<run_id>/learning_curve.png, progress.jsonl
+    <storage>/<run_id>/tensorboard/events.out.tfevents.*   (roadsense.tracking)
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ class TrainSettings:
     final_eval: bool = True
     eval_no_hazard_suite: str | None = "no-hazard-v1"
     dataset_root: str = "datasets"
+    mlflow_uri: str | None = None
+    """Also track the run in MLflow at this URI (`roadsense.tracking`); TensorBoard event
+    files are written under the run folder either way."""
 
     def decay_steps(self, runners: int) -> int:
         """Env steps of the learning-rate decay: `lr_decay_steps`, or the run's expected
@@ -212,6 +216,10 @@ class TrainSettings:
             problems.append(f"--replay-weight must be >= 0, got {self.replay_weight}")
         if problems:
             raise ConfigError("; ".join(problems), fix="see `roadsense train --help`")
+        if self.mlflow_uri:
+            from roadsense.tracking import require_mlflow
+
+            require_mlflow(self.mlflow_uri)
         if self.validation_suite:  # a bad name fails now, not at the first validation
             from roadsense.data import load_suite
 
@@ -332,6 +340,7 @@ def train(settings: TrainSettings,
     from roadsense.comms import params_version
     from roadsense.data import ensure_dataset
     from roadsense.envs import EnvConfig
+    from roadsense.tracking import RunTracker
 
     resumed = latest_run(settings.storage) if settings.resume else None
     if settings.resume and resumed is None:
@@ -366,10 +375,11 @@ def train(settings: TrainSettings,
     store = Storage(settings.storage, run_id)
     if resumed and store.local != resumed[1]:
         shutil.copytree(resumed[1], store.local, dirs_exist_ok=True)
+    tracker = RunTracker(store.local, manifest, asdict(settings), settings.mlflow_uri)
     run_manifest.save(manifest, store.local)
     store.sync()
     try:
-        return _run(settings, store, manifest, dataset, env_config, runners, resumed,
+        return _run(settings, store, manifest, dataset, env_config, runners, resumed, tracker,
                     on_iteration, on_validation)
     except BaseException as exc:  # including KeyboardInterrupt: the manifest says why
         manifest["status"] = "failed"
@@ -385,7 +395,7 @@ def train(settings: TrainSettings,
 
 
 def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, env_config: Any,
-         runners: int, resumed: tuple[str, Path] | None,
+         runners: int, resumed: tuple[str, Path] | None, tracker: Any,
          on_iteration: Callable[[IterationReport], None] | None,
          on_validation: Callable[[dict], None] | None) -> dict[str, Any]:
     """`train` from Ray's start on; Ray (when started here) is shut down whatever happens."""
@@ -485,6 +495,7 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
                 if reward_schedule else None)
             with progress.open("a") as f:
                 f.write(json.dumps(asdict(report)) + "\n")
+            tracker.iteration(asdict(report))
             if on_iteration:
                 on_iteration(report)
             log.info("iter %d convoy/collision_rate=%s convoy/false_brake_rate=%s return=%s",
@@ -500,6 +511,7 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
                 if validate:
                     entry = _validate(settings, store, folder, it, manifest, env_config,
                                       replays)
+                    tracker.validation(entry)
                     if on_validation:
                         on_validation(entry)
                     next_validation = time.monotonic() - started + every_s
@@ -517,11 +529,13 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
     if settings.final_eval:
         ckpt = selected_checkpoint(store.local, manifest)
         manifest["final_eval"] = _final_eval(settings, store, ckpt, env_config, manifest)
+        tracker.final_eval(manifest["final_eval"])
         if replays:
             manifest["final_replay"] = _final_replay(store, ckpt, replays)
     manifest["status"] = "finished"
     manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run_manifest.save(manifest, store.local)
+    tracker.finish(manifest, selected_checkpoint(store.local, manifest) / "policy.pt")
     store.sync()
     manifest["storage"] = store.where
     return manifest
