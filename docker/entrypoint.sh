@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Container entry point of the RoadSense image.
 #   train [ARGS...]  SageMaker starts training containers as `<image> train` (tuning jobs do):
-#                    run the same `roadsense train` as everywhere else, resuming from SageMaker's
-#                    checkpoint directory (mirrored to the job's CheckpointConfig S3 URI, so a spot
-#                    interruption resumes from the last checkpoint), reading the dataset channel,
-#                    and turning SageMaker's hyperparameters.json into `--KEY VALUE` arguments.
+#                    run the same `roadsense train` as everywhere else, reading the dataset
+#                    channel and turning SageMaker's hyperparameters.json into `--KEY VALUE`
+#                    arguments (`--KEY`/`--no-KEY` for true/false). Keys SageMaker adds for its
+#                    own bookkeeping (`sagemaker_*`, and `_*` such as a tuning child's
+#                    `_tuning_objective_metric`) are not ours and are left out.
+#                    Checkpoints go to SageMaker's checkpoint directory (mirrored to the job's
+#                    CheckpointConfig S3 URI), in a folder of the job's own name: a spot job
+#                    restarted under the same name resumes its own run, and the children of a
+#                    tuning job, which share one checkpoint URI, never resume each other's.
 #                    (Plain training jobs name `roadsense train ...` as ContainerEntrypoint.)
 #   anything else    run as given (Ray's cluster launcher starts the container with `bash`).
 set -euo pipefail
@@ -12,6 +17,9 @@ set -euo pipefail
 if [ "${1:-}" = "train" ]; then
   shift
   checkpoints="${RS_CHECKPOINT_DIR:-/opt/ml/checkpoints}"
+  if [ -n "${TRAINING_JOB_NAME:-}" ]; then
+    checkpoints="$checkpoints/$TRAINING_JOB_NAME"
+  fi
   dataset="${SM_CHANNEL_DATASET:-/opt/ml/input/data/dataset}"
   hyperparameters="${SM_INPUT_CONFIG_DIR:-/opt/ml/input/config}/hyperparameters.json"
   extra=()
@@ -19,8 +27,13 @@ if [ "${1:-}" = "train" ]; then
     mapfile -t extra < <(python -c '
 import json, sys
 for key, value in sorted(json.load(open(sys.argv[1])).items()):
-    if not key.startswith("sagemaker_"):  # SageMaker adds its own bookkeeping keys
-        print("--" + key); print(value)
+    if key.startswith(("sagemaker_", "_")):  # SageMaker bookkeeping, not flags of ours
+        continue
+    text = str(value)
+    if text.lower() in ("true", "false"):  # typer booleans are --KEY / --no-KEY
+        print(("--" if text.lower() == "true" else "--no-") + key)
+    else:
+        print("--" + key); print(text)
 ' "$hyperparameters")
   fi
   mkdir -p "$checkpoints"
