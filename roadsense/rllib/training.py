@@ -61,7 +61,8 @@ class TrainSettings:
     storage: str = "runs"
     """Local folder or s3://bucket/prefix for checkpoints, manifest and report."""
     num_env_runners: int | None = None
-    """None: one per core. 0: everything in this process (debug)."""
+    """None: one per core, or on a cluster one per CPU it can offer
+    (`roadsense.rllib.sizing`). 0: everything in this process (debug)."""
     num_envs_per_env_runner: int = 4
     """The first on libsumo, the others on traci: one batched forward pass for all (RLlib's
     per-step cost dominates: 4 envs gave 1.4x the steps/s of 1)."""
@@ -312,6 +313,7 @@ def train(settings: TrainSettings,
     from roadsense.rllib import collect_seed_records
     from roadsense.rllib.env_runner import scheduled_weights
     from roadsense.rllib.learner import IMITATION_LOSS
+    from roadsense.rllib.sizing import default_env_runners
     from roadsense.rllib.warm_start import keep_imitating, warm_start
 
     resumed = latest_run(settings.storage) if settings.resume else None
@@ -323,7 +325,8 @@ def train(settings: TrainSettings,
     env_config = EnvConfig.from_dict({"emulator_params": settings.emulator_params,
                                       **settings.env_overrides})
     cpus = os.cpu_count() or 2
-    runners = cpus if settings.num_env_runners is None else settings.num_env_runners
+    runners = (default_env_runners(settings.address) if settings.num_env_runners is None
+               else settings.num_env_runners)
 
     if resumed:
         run_id, local = resumed
