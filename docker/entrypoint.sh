@@ -10,6 +10,10 @@
 #                    CheckpointConfig S3 URI), in a folder of the job's own name: a spot job
 #                    restarted under the same name resumes its own run, and the children of a
 #                    tuning job, which share one checkpoint URI, never resume each other's.
+#                    When training ends, the policy the run picked (policy.pt), its run manifest
+#                    and its evaluation report are copied to /opt/ml/model, which SageMaker
+#                    uploads as the job's model.tar.gz. SIGTERM (a spot interruption, a stop)
+#                    is passed on to training, which checkpoints on its way out.
 #                    (Plain training jobs name `roadsense train ...` as ContainerEntrypoint.)
 #   anything else    run as given (Ray's cluster launcher starts the container with `bash`).
 set -euo pipefail
@@ -37,6 +41,33 @@ for key, value in sorted(json.load(open(sys.argv[1])).items()):
 ' "$hyperparameters")
   fi
   mkdir -p "$checkpoints"
-  exec roadsense train --resume --storage "$checkpoints" --dataset "$dataset" "${extra[@]}" "$@"
+  roadsense train --resume --storage "$checkpoints" --dataset "$dataset" "${extra[@]}" "$@" &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  status=0
+  wait "$pid" || status=$?
+  if [ "$status" -ne 0 ]; then
+    wait "$pid" 2>/dev/null || true  # after a trapped signal: until training has checkpointed
+    exit "$status"
+  fi
+  python - "$checkpoints" "${SM_MODEL_DIR:-/opt/ml/model}" <<'PY'
+import shutil, sys
+from pathlib import Path
+from roadsense import run_manifest
+from roadsense.rllib.training import latest_run, selected_checkpoint
+found = latest_run(sys.argv[1])
+if found is None:
+    sys.exit(f"entrypoint: no run with a checkpoint under {sys.argv[1]}: no model to export")
+run = found[1]
+checkpoint = selected_checkpoint(run, run_manifest.load(run))
+model = Path(sys.argv[2])
+model.mkdir(parents=True, exist_ok=True)
+shutil.copy2(checkpoint / "policy.pt", model / "policy.pt")
+shutil.copy2(run / "run_manifest.json", model / "run_manifest.json")
+if (run / "eval").is_dir():
+    shutil.copytree(run / "eval", model / "eval", dirs_exist_ok=True)
+print(f"model: {checkpoint.name} of {run.name} -> {model}")
+PY
+  exit 0
 fi
 exec "$@"
