@@ -77,7 +77,7 @@ def app(
     fixed: Annotated[
         list[str] | None, typer.Option("--set", help="KEY=JSON build_config argument; repeat.")
     ] = None,
-    last_k: int = typer.Option(3, help="Gate: evaluations compared."),
+    last_k: int = typer.Option(3, help="Gate: validations compared."),
     collision_band: float = typer.Option(0.05, help="Gate: max spread of collision_rate."),
     false_brake_band: float = typer.Option(0.05, help="Gate: max spread of false_brake_rate."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the gate, print the manifest."),
