@@ -298,6 +298,26 @@ def _checkpoints(run_dir: Path) -> list[Path]:
         if folder.is_dir() else []
 
 
+def algorithm_config(settings: TrainSettings, dataset: str, env_config: Any,
+                     runners: int) -> Any:
+    """The PPO config of a run from its settings: the one builder behind `roadsense train`, Tune
+    trials (`roadsense.cloud.sweep`) and SageMaker jobs, so that a sweep tunes Phase 1's trainer
+    (its dataset, schedules, lean sampling, the imitation learner) and not a bare config.
+    `env_config` is the run's `EnvConfig`; `runners` the resolved number of env runners."""
+    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+
+    config = build_config(
+        env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
+        seed=settings.seed, num_env_runners=runners,
+        num_envs_per_env_runner=settings.num_envs_per_env_runner,
+        train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
+        num_epochs=settings.num_epochs, lr=settings.lr_schedule(runners),
+        entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
+        model=CONVOY_MODEL, lean_sampling=settings.lean_sampling,
+        reward_schedule=settings.reward_schedule(runners, env_config.reward.false_brake))
+    return config.fault_tolerance(restart_failed_env_runners=True)
+
+
 def train(settings: TrainSettings,
           on_iteration: Callable[[IterationReport], None] | None = None,
           on_validation: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -306,7 +326,7 @@ def train(settings: TrainSettings,
     settings.validate()
     import ray
 
-    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+    from rllib_configs.ppo_convoy import CONVOY_MODEL
     from roadsense.data import ensure_dataset
     from roadsense.envs import EnvConfig
     from roadsense.eval.policies import save_policy
@@ -371,17 +391,7 @@ def train(settings: TrainSettings,
         demo = _demonstrations(settings, dataset, env_config, manifest)
     algo = None
     try:
-        config = build_config(
-            env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
-            seed=settings.seed, num_env_runners=runners,
-            num_envs_per_env_runner=settings.num_envs_per_env_runner,
-            train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
-            num_epochs=settings.num_epochs, lr=settings.lr_schedule(runners),
-            entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
-            model=CONVOY_MODEL, lean_sampling=settings.lean_sampling,
-            reward_schedule=reward_schedule)
-        config = config.fault_tolerance(restart_failed_env_runners=True)
-        algo = config.build_algo()
+        algo = algorithm_config(settings, dataset, env_config, runners).build_algo()
         if resumed:
             ckpt = _checkpoints(store.local)[-1]
             algo.restore_from_path(str(ckpt))
