@@ -127,14 +127,13 @@ def test_cli_train_without_role_is_refused(monkeypatch):
 def _phase1(tmp_path: Path, rates: list[float]) -> Path:
     run = tmp_path / "p1"
     run.mkdir()
-    evals = [
-        {"iteration": i, "env_steps": i, "collision_rate": r, "false_brake_rate": 0.0,
-         "return_mean": 0.0}
+    validations = [
+        {"iteration": i, "checkpoint": f"iter_{i:06d}", "suite": "validation-v2",
+         "collision_rate": r, "false_brake_rate": 0.0, "score": r, "seconds": 1.0}
         for i, r in enumerate(rates)
     ]  # fmt: skip
-    (run / "run_manifest.json").write_text(
-        json.dumps({"kind": "train", "run_id": "p1", "status": "finished", "evaluations": evals})
-    )
+    (run / "run_manifest.json").write_text(json.dumps(
+        {"kind": "train", "run_id": "p1", "status": "finished", "validations": validations}))
     return run
 
 

@@ -41,14 +41,15 @@ JOB = "roadsense-tune-001-3f9a2c1d"
 # hyperparameters.json as SageMaker writes it for a tuning job's child: every value a string,
 # the static hyperparameters, the tuned ones, SageMaker's own bookkeeping keys.
 HYPERPARAMETERS = {
-    "_tuning_objective_metric": "convoy/collision_rate",
+    "_tuning_objective_metric": "validation/score",
     "sagemaker_container_log_level": "20",
     "sagemaker_job_name": f'"{JOB}"',
     "sagemaker_region": '"us-east-1"',
     "max-runtime-minutes": str(BUDGET_MIN),
     "lr": "0.00041",
     "warm-start": "none",
-    "validation-suite": "none",
+    "validation-suite": "smoke",
+    "validate-every-minutes": "100",
     "final-eval": "false",
     "num-env-runners": "0",
     "train-batch-size": "200",
@@ -169,7 +170,11 @@ def test_entrypoint_meets_sagemakers_contract(opt_ml: Path):
     (metric,) = request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
     assert metric["Name"] == HYPERPARAMETERS["_tuning_objective_metric"]
     values = [float(v) for v in re.findall(metric["Regex"], first.stdout)]
-    assert len(values) >= 1 and all(0.0 <= v <= 1.0 for v in values)
+    # One per validation, then the picked checkpoint's score last (SageMaker keeps the last).
+    (picked,) = [v for v in manifest["validations"]
+                 if v["checkpoint"] == manifest["selected_checkpoint"]]
+    assert len(values) == len(manifest["validations"]) + 1
+    assert values[-1] == pytest.approx(picked["score"]) and 0.0 <= values[-1] <= 2.0
     last_iteration = rows[-1]["iteration"]
     assert not _left_running(base), "Ray or SUMO outlived the container's command"
 

@@ -141,6 +141,8 @@ def app(
             live.refresh()
 
         def on_validation(v: dict) -> None:
+            # SageMaker tuning's objective (the last value printed counts)
+            console.log(f"validation/score={v['score']}")
             console.log(f"validation of {v['checkpoint']} on {v['suite']}: collisions "
                         f"{_pct(v['collision_rate'])}, false braking "
                         f"{_pct(v['false_brake_rate'])} ({v['seconds']:.0f} s)")
@@ -150,6 +152,10 @@ def app(
     if manifest.get("selected_checkpoint"):
         console.print(f"checkpoint picked on {settings.validation_suite}: "
                       f"{manifest['selected_checkpoint']}")
+        picked = [v for v in manifest.get("validations", [])
+                  if v["checkpoint"] == manifest["selected_checkpoint"]]
+        if picked:  # the last objective line: the score of the checkpoint the run picked
+            console.print(f"validation/score={picked[-1]['score']}")
     final = manifest.get("final_eval")
     if final:
         res = Table(title=f"final evaluation ({eval_suite})")

@@ -225,7 +225,7 @@ def build_tuning_job_request(
     *,
     tuning_job_name: str,
     ranges: list[str],
-    objective_metric: str = "convoy/collision_rate",
+    objective_metric: str = "validation/score",
     objective_type: str = "Minimize",
     max_jobs: int = 8,
     max_parallel: int = 2,
@@ -235,7 +235,10 @@ def build_tuning_job_request(
 
     Tuning jobs start the image as ``<image> train``; docker/entrypoint.sh turns SageMaker's
     hyperparameters.json into `roadsense train --KEY VALUE` arguments. The objective is parsed
-    from the training log lines ``<metric>=<value>``.
+    from the training log lines ``<metric>=<value>``; SageMaker takes the last one. The default,
+    ``validation/score`` (collision + false-braking rate on the validation suite, minimised),
+    is printed at every validation and last for the checkpoint the run picked. Each child
+    checkpoints under its own job name (docker/entrypoint.sh), so none resumes another's run.
     """
     spec.validate()
     if not _JOB_NAME.match(tuning_job_name) or len(tuning_job_name) > 32:
