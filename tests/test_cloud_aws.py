@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from roadsense.cli.cloud import app
 from roadsense.cloud import budget, ecr, sagemaker
-from roadsense.cloud.sagemaker import CHECKPOINT_DIR, DATASET_DIR, TrainingJobSpec
+from roadsense.cloud.sagemaker import CHECKPOINT_DIR, TrainingJobSpec
 from roadsense.errors import ConfigError
 
 ROLE = "arn:aws:iam::123456789012:role/roadsense-sagemaker"
@@ -42,9 +42,9 @@ def test_training_job_request_round_trip(s3_server: str):
     spec = job["AlgorithmSpecification"]
     assert spec["TrainingImage"] == IMAGE and spec["TrainingInputMode"] == "FastFile"
     command = spec["ContainerEntrypoint"] + spec["ContainerArguments"]
-    assert command[:3] == ["roadsense", "train", "--resume"]
-    assert command[command.index("--storage") + 1] == CHECKPOINT_DIR
-    assert command[command.index("--dataset") + 1] == DATASET_DIR
+    # The image's entry point, which runs `roadsense train --resume` on the checkpoint dir and
+    # the dataset channel and exports the model (tests/test_cloud_sagemaker_contract.py).
+    assert command[:3] == ["bash", "/opt/roadsense-entrypoint.sh", "train"]
     # Training stops itself (checkpointing) 10 minutes before SageMaker's hard cap.
     assert command[command.index("--max-runtime-minutes") + 1] == "110"
     assert command[-2:] == ["--seed", "3"]

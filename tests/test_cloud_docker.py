@@ -217,6 +217,16 @@ def test_entrypoint_keeps_each_training_jobs_checkpoints_apart(tmp_path: Path):
     assert runs == [str(tmp_path / "ckpt" / job) for job in ("tune-001-abc", "tune-002-def")]
 
 
+def test_sagemaker_jobs_start_the_images_entrypoint(steps):
+    """Plain training jobs run the entry point too (the model export), at the image's path."""
+    from roadsense.cloud.sagemaker import ENTRYPOINT as JOB_ENTRYPOINT
+
+    copies = [a.split()[-2:] for w, a in steps if w == "COPY"]
+    assert ["docker/entrypoint.sh", JOB_ENTRYPOINT] in copies
+    entry = [json.loads(a) for w, a in steps if w == "ENTRYPOINT"][-1]
+    assert entry == ["bash", JOB_ENTRYPOINT]
+
+
 def test_entrypoint_passes_other_commands_through(tmp_path: Path):
     env = _fake_roadsense(tmp_path)
     done = subprocess.run(

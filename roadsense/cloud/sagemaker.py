@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 """Where SageMaker mirrors the checkpoint S3 URI inside the container."""
+ENTRYPOINT = "/opt/roadsense-entrypoint.sh"
+"""docker/entrypoint.sh inside the image (docker/Dockerfile)."""
 DATASET_CHANNEL = "dataset"
 DATASET_DIR = f"/opt/ml/input/data/{DATASET_CHANNEL}"
 INPUT_MODES = ("File", "FastFile")
@@ -115,11 +117,12 @@ class TrainingJobSpec:
         return self.max_runtime_minutes - self.grace_minutes
 
     def container_command(self) -> list[str]:
-        """The command the job's container runs: the same `roadsense train` as everywhere."""
+        """The command the job's container runs: the image's entry point with `train`, as
+        tuning jobs start it, which runs the same `roadsense train --resume` as everywhere
+        (checkpoints in CHECKPOINT_DIR/<job name>, the dataset channel) and exports the
+        picked policy to /opt/ml/model (docker/entrypoint.sh)."""
         return [
-            "roadsense", "train", "--resume",
-            "--storage", CHECKPOINT_DIR,
-            "--dataset", DATASET_DIR,
+            "bash", ENTRYPOINT, "train",
             "--max-runtime-minutes", str(self.train_runtime_minutes),
             *self.train_args,
         ]  # fmt: skip
