@@ -15,7 +15,7 @@ from rich.table import Table
 
 HERE = Path(__file__).parent
 ORDER = ["sim", "emulator", "env", "scenarios", "training", "deploy"]
-ON_REQUEST = {"learning"}  # an hour long: run only when named
+ON_REQUEST = {"learning", "cluster"}  # long (an hour; several clusters): run when named
 
 
 def available() -> list[str]:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from roadsense.cli.cloud import app
 from roadsense.cloud import budget, ecr, sagemaker
-from roadsense.cloud.sagemaker import CHECKPOINT_DIR, DATASET_DIR, TrainingJobSpec
+from roadsense.cloud.sagemaker import CHECKPOINT_DIR, TrainingJobSpec
 from roadsense.errors import ConfigError
 
 ROLE = "arn:aws:iam::123456789012:role/roadsense-sagemaker"
@@ -42,9 +42,9 @@ def test_training_job_request_round_trip(s3_server: str):
     spec = job["AlgorithmSpecification"]
     assert spec["TrainingImage"] == IMAGE and spec["TrainingInputMode"] == "FastFile"
     command = spec["ContainerEntrypoint"] + spec["ContainerArguments"]
-    assert command[:3] == ["roadsense", "train", "--resume"]
-    assert command[command.index("--storage") + 1] == CHECKPOINT_DIR
-    assert command[command.index("--dataset") + 1] == DATASET_DIR
+    # The image's entry point, which runs `roadsense train --resume` on the checkpoint dir and
+    # the dataset channel and exports the model (tests/test_cloud_sagemaker_contract.py).
+    assert command[:3] == ["bash", "/opt/roadsense-entrypoint.sh", "train"]
     # Training stops itself (checkpointing) 10 minutes before SageMaker's hard cap.
     assert command[command.index("--max-runtime-minutes") + 1] == "110"
     assert command[-2:] == ["--seed", "3"]
@@ -127,14 +127,13 @@ def test_cli_train_without_role_is_refused(monkeypatch):
 def _phase1(tmp_path: Path, rates: list[float]) -> Path:
     run = tmp_path / "p1"
     run.mkdir()
-    evals = [
-        {"iteration": i, "env_steps": i, "collision_rate": r, "false_brake_rate": 0.0,
-         "return_mean": 0.0}
+    validations = [
+        {"iteration": i, "checkpoint": f"iter_{i:06d}", "suite": "validation-v2",
+         "collision_rate": r, "false_brake_rate": 0.0, "score": r, "seconds": 1.0}
         for i, r in enumerate(rates)
     ]  # fmt: skip
-    (run / "run_manifest.json").write_text(
-        json.dumps({"kind": "train", "run_id": "p1", "status": "finished", "evaluations": evals})
-    )
+    (run / "run_manifest.json").write_text(json.dumps(
+        {"kind": "train", "run_id": "p1", "status": "finished", "validations": validations}))
     return run
 
 

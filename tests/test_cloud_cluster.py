@@ -37,8 +37,8 @@ def test_shipped_cluster_yaml_passes():
     report = validate_cluster_config(SHIPPED)
     assert report.problems == []
     assert report.ok
-    # The only remark: the placeholder account in the image URI.
-    assert all("placeholder account" in w for w in report.warnings)
+    # The only remarks: the placeholder account in the image URI and the placeholder AMI.
+    assert report.warnings and all("placeholder" in w for w in report.warnings)
 
 
 def test_shipped_cluster_yaml_has_the_required_parts(shipped: dict):
@@ -130,6 +130,90 @@ BROKEN = {
     "ray schema: unknown key": (_set("not_a_ray_field", 1), "Ray schema"),
     "ray validate: bad head type": (_set("head_node_type", "nope"), "Ray validate_config"),
 }
+
+
+def _worker_without_profile(c: dict) -> None:
+    c["available_node_types"]["ray.worker.spot"]["node_config"].pop("IamInstanceProfile")
+
+
+def _head_start(extra: str) -> Callable[[dict], None]:
+    def apply(c: dict) -> None:
+        c["head_start_ray_commands"][-1] += f" {extra}"
+
+    return apply
+
+
+def _single_spot_type(c: dict) -> None:
+    for name in [n for n in c["available_node_types"] if n.startswith("ray.worker.spot.")]:
+        del c["available_node_types"][name]
+
+
+def _no_ami(c: dict) -> None:
+    c["available_node_types"]["ray.worker.ondemand"]["node_config"].pop("ImageId")
+
+
+def _head_offers_cpus(c: dict) -> None:
+    c["available_node_types"]["ray.head.default"]["resources"] = {}
+
+
+def _head_stops(c: dict) -> None:
+    c["available_node_types"]["ray.head.default"]["node_config"].pop(
+        "InstanceInitiatedShutdownBehavior"
+    )
+
+
+# The runtime defects that Ray's own checks pass (issue: ray up on day one), one case each.
+RUNTIME_DEFECTS = {
+    "1 ray not on PATH in the login shell": (
+        _set("head_start_ray_commands", [
+            "ray stop",
+            "export RAY_AUTH_MODE=token; ray start --head --dashboard-host=127.0.0.1",
+        ]),
+        "resets PATH",
+    ),
+    "1 roadsense not on PATH in the login shell": (
+        _set("setup_commands", ['roadsense scenarios pull "$RS_DATASET_URI" /tmp/d']),
+        "calls `roadsense` by name",
+    ),
+    "2 no ECR login before the pull": (
+        _set("initialization_commands", ["sudo shutdown -h +780"]), "logs docker in"
+    ),
+    "3 worker without an instance profile": (_worker_without_profile, "IamInstanceProfile"),
+    "4 dashboard (job server) off": (
+        _head_start("--include-dashboard=false"), "turns off the job server"
+    ),
+    "4 ray without the default extra": (
+        _set("setup_commands", ['pip install "ray[rllib,tune]==2.60.0"']), "`default` extra"
+    ),
+    "8 env runners on the head": (_head_offers_cpus, "CPU: 0"),
+    "9 no pinned AMI": (_no_ami, "no ImageId"),
+    "9 one spot instance type": (_single_spot_type, "one instance type"),
+    "9 head stopped, not terminated": (_head_stops, "InstanceInitiatedShutdownBehavior"),
+    "9 stopped nodes cached": (_set("provider.cache_stopped_nodes", True), "cache_stopped_nodes"),
+}
+BROKEN.update({f"defect {k}": v for k, v in RUNTIME_DEFECTS.items()})
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("region: *region", "region: eu-west-1", "region eu-west-1 outside"),
+        (
+            "- -e RS_DATASET_DIR=/home/ray/datasets/train",
+            "- -e RS_DATASET_DIR=/home/ray/datasets/train\n    - -e X=s3://other-bucket/x",
+            "bucket s3://other-bucket outside",
+        ),
+    ],
+    ids=["9 region outside the variables", "9 bucket outside the variables"],
+)
+def test_region_and_bucket_only_in_the_variables(old: str, new: str, expected: str,
+                                                 tmp_path: Path):
+    text = SHIPPED.read_text()
+    assert old in text
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text.replace(old, new))
+    report = validate_cluster_config(path)
+    assert any(expected in p for p in report.problems), report.problems
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

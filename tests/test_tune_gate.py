@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def manifest(rates: list[tuple[float, float]], *, status: str | None = "finished") -> dict:
-    """A Phase 1 run manifest (shared contract) with one evaluation per (collision, false brake)."""
+    """A Phase 1 run manifest (shared contract) with one validation per (collision, false brake);
+    its training-rollout evaluations swing widely, and the gate does not read them."""
     data = {
         "kind": "train",
         "run_id": "phase1-test",
@@ -37,12 +38,19 @@ def manifest(rates: list[tuple[float, float]], *, status: str | None = "finished
         "config": {},
         "seeds": {},
         "evaluations": [
+            {"iteration": 5 * (i + 1), "env_steps": 2000 * (i + 1), "collision_rate": i % 2,
+             "false_brake_rate": 0.5 * (i % 3), "return_mean": 1.0, "checkpoint": "x"}
+            for i in range(2 * len(rates))
+        ],
+        "validations": [
             {
+                "checkpoint": f"iter_{10 * (i + 1):06d}",
                 "iteration": 10 * (i + 1),
-                "env_steps": 4000 * (i + 1),
+                "suite": "validation-v2",
                 "collision_rate": c,
                 "false_brake_rate": f,
-                "return_mean": 1.0,
+                "score": c + f,
+                "seconds": 30.0,
             }
             for i, (c, f) in enumerate(rates)
         ],
@@ -89,7 +97,7 @@ def test_unstable_run_names_the_criterion_and_the_numbers():
     [
         (manifest(STABLE, status=None), "not recorded as finished"),
         (manifest(STABLE, status="running"), "not recorded as finished"),
-        (manifest(STABLE[:2]), "only 2 evaluations recorded, 3 needed"),
+        (manifest(STABLE[:2]), "only 2 validations recorded, 3 needed"),
         ({**manifest(STABLE), "kind": "eval"}, "not 'train'"),
         (manifest([(0.1, 0.1), (0.1, 0.1), (0.1, 0.3)]), "false_brake_rate"),
     ],
@@ -102,7 +110,7 @@ def test_each_criterion_refuses(data: dict, expected: str):
 
 def test_non_numeric_rates_refuse():
     data = manifest(STABLE)
-    data["evaluations"][-1]["collision_rate"] = None
+    data["validations"][-1]["collision_rate"] = None
     result = check_stability(data)
     assert any("no numeric collision_rate" in f for f in result.failures)
 

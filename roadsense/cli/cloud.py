@@ -224,7 +224,9 @@ def sagemaker_tune(
     checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
     role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
     job_name: str | None = typer.Option(None, help="Tuning job name (<= 32 characters)."),
-    objective: str = typer.Option("convoy/collision_rate", help="Metric parsed from the log."),
+    objective: str = typer.Option(
+        "validation/score", help="Metric parsed from the log (last value; validation/score: "
+        "collision + false-braking rate of the picked checkpoint, minimised)."),
     maximize: bool = typer.Option(False, "--maximize", help="Maximize (default: minimize)."),
     max_jobs: int = typer.Option(8, help="Training jobs in total."),
     max_parallel: int = typer.Option(2, help="Training jobs at a time."),

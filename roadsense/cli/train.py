@@ -12,6 +12,18 @@ from rich.live import Live
 from rich.table import Table
 
 app_help = "Train the policy with RLlib PPO (Deep Sets over ragged peer sets)."
+DEFAULT_BUDGET_MINUTES = 10.0
+
+
+def resolve_budget(budget_minutes: float | None, max_runtime_minutes: float | None) -> float:
+    """The run's wall-clock budget: --budget-minutes capped by --max-runtime-minutes; either
+    alone is the budget; neither: `DEFAULT_BUDGET_MINUTES`. A cloud run given only its max
+    runtime trains for all of it."""
+    if max_runtime_minutes is None:
+        return DEFAULT_BUDGET_MINUTES if budget_minutes is None else budget_minutes
+    if budget_minutes is None:
+        return max_runtime_minutes
+    return min(budget_minutes, max_runtime_minutes)
 
 
 def app(
@@ -24,10 +36,13 @@ def app(
         help="radio parameter file (default: the packaged calibration)")] = None,
     storage: Annotated[str, typer.Option(help="runs folder or s3://bucket/prefix")] = "runs",
     num_env_runners: Annotated[int | None, typer.Option(
-        min=0, help="env runners (default: one per core; 0 = in this process)")] = None,
+        min=0, help="env runners (default: one per core; with --address, one per CPU of the "
+        "cluster's workers at its autoscaling maximum; 0 = in this process)")] = None,
     num_envs_per_env_runner: Annotated[int, typer.Option(
         min=1, help="envs per runner (the first on libsumo, the rest on traci)")] = 4,
-    budget_minutes: Annotated[float | None, typer.Option(help="wall-clock budget")] = 10.0,
+    budget_minutes: Annotated[float | None, typer.Option(
+        help=f"wall-clock budget (default: --max-runtime-minutes if given, else "
+        f"{DEFAULT_BUDGET_MINUTES:g})")] = None,
     iterations: Annotated[int | None, typer.Option(min=1, help="stop after N iterations")] = None,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="iterations")] = 5,
     resume: Annotated[bool, typer.Option(
@@ -81,7 +96,8 @@ def app(
         help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
     final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
     max_runtime_minutes: Annotated[float | None, typer.Option(
-        help="hard cap for cloud runs: checkpoint and stop (same as --budget-minutes)")] = None,
+        help="hard cap for cloud runs: checkpoint and stop; also the budget unless "
+        "--budget-minutes is smaller")] = None,
     mlflow_uri: Annotated[str | None, typer.Option(
         help="also track the run in MLflow (a tracking server URL, or file:PATH); TensorBoard "
              "event files go under the run folder either way")] = None,
@@ -99,8 +115,7 @@ def app(
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    if max_runtime_minutes is not None:
-        budget_minutes = min(budget_minutes or max_runtime_minutes, max_runtime_minutes)
+    budget_minutes = resolve_budget(budget_minutes, max_runtime_minutes)
     settings = TrainSettings(
         dataset_dir=dataset_dir, eval_suite=eval_suite, seed=seed,
         emulator_params=emulator_params, storage=storage,
@@ -138,6 +153,8 @@ def app(
             live.refresh()
 
         def on_validation(v: dict) -> None:
+            # SageMaker tuning's objective (the last value printed counts)
+            console.log(f"validation/score={v['score']}")
             console.log(f"validation of {v['checkpoint']} on {v['suite']}: collisions "
                         f"{_pct(v['collision_rate'])}, false braking "
                         f"{_pct(v['false_brake_rate'])} ({v['seconds']:.0f} s)")
@@ -147,6 +164,10 @@ def app(
     if manifest.get("selected_checkpoint"):
         console.print(f"checkpoint picked on {settings.validation_suite}: "
                       f"{manifest['selected_checkpoint']}")
+        picked = [v for v in manifest.get("validations", [])
+                  if v["checkpoint"] == manifest["selected_checkpoint"]]
+        if picked:  # the last objective line: the score of the checkpoint the run picked
+            console.print(f"validation/score={picked[-1]['score']}")
     final = manifest.get("final_eval")
     if final:
         res = Table(title=f"final evaluation ({eval_suite})")

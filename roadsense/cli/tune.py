@@ -64,25 +64,29 @@ def app(
     phase1: str | None = typer.Option(None, help="Phase 1 run dir or run_manifest.json."),
     force: bool = typer.Option(False, "--force", help="Sweep even if the gate refuses."),
     name: str | None = typer.Option(None, help="Sweep name (default tune-<utc time>)."),
-    space: str | None = typer.Option(None, help="Key in rllib_configs.search_spaces."),
+    space: str = typer.Option("phase1", help="Search space: phase1, phase1-batch (ASHA only), "
+                              "smoke (roadsense.cloud.sweep.SPACES)."),
     scheduler: str = typer.Option("asha", help="asha or pbt."),
     num_samples: int = typer.Option(8, help="Trials."),
     max_iterations: int = typer.Option(50, help="Training iterations per trial."),
     grace_period: int = typer.Option(5, help="ASHA grace period / PBT interval (iterations)."),
-    metric: str = typer.Option("env_runners/episode_return_mean", help="Metric to optimise."),
-    mode: str = typer.Option("max", help="max or min."),
+    metric: str = typer.Option("validation/score", help="Metric to optimise (reported at "
+                               "each validation: collision + false-braking rate)."),
+    mode: str = typer.Option("min", help="max or min."),
     max_runtime_minutes: float = typer.Option(240.0, help="Trials checkpoint and stop after."),
     seed: int = typer.Option(0, help="Base seed."),
     address: str | None = typer.Option(None, help="Ray address (`auto` on the cluster)."),
     fixed: Annotated[
-        list[str] | None, typer.Option("--set", help="KEY=JSON build_config argument; repeat.")
+        list[str] | None, typer.Option(
+            "--set", help="KEY=JSON `roadsense train` setting (TrainSettings field) of every "
+            "trial, e.g. dataset_dir, num_env_runners; repeat.")
     ] = None,
-    last_k: int = typer.Option(3, help="Gate: evaluations compared."),
+    last_k: int = typer.Option(3, help="Gate: validations compared."),
     collision_band: float = typer.Option(0.05, help="Gate: max spread of collision_rate."),
     false_brake_band: float = typer.Option(0.05, help="Gate: max spread of false_brake_rate."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the gate, print the manifest."),
 ) -> None:
-    """Ray Tune sweep (ASHA/PBT) over rllib_configs search spaces, gated on Phase 1 stability."""
+    """Ray Tune sweep (ASHA/PBT) of `roadsense train`'s trainer, gated on Phase 1 stability."""
     criteria = StabilityCriteria(
         last_k=last_k, collision_band=collision_band, false_brake_band=false_brake_band
     )

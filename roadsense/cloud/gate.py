@@ -2,8 +2,10 @@
 
 The design review's rule is that hyperparameter sweeps start only once Phase 1 training is
 stable. The evidence is the Phase 1 run manifest (`run_manifest.json`): the run must have
-finished, and its last K evaluations must agree within a band (collision and false-brake rates),
-so the sweep tunes a working setup instead of a moving one. `--force` overrides the gate; the
+finished, and its last K validations must agree within a band (collision and false-brake rates
+on the validation suite, the ``validations`` that `roadsense train` records; not the training
+rollouts' rates, which swing with each iteration's few episodes), so the sweep tunes a working
+setup instead of a moving one. `--force` overrides the gate; the
 sweep's own manifest then records ``"forced": true`` together with the gate's verdict.
 
 Nothing here imports Ray: the CLI checks the gate before it starts any sweep machinery.
@@ -30,11 +32,11 @@ class StabilityCriteria:
     """What a Phase 1 run must show before a sweep may start."""
 
     last_k: int = 3
-    """How many of the latest evaluations are compared (at least 2)."""
+    """How many of the latest validations are compared (at least 2)."""
     collision_band: float = 0.05
-    """Largest allowed max-min spread of collision_rate over those evaluations."""
+    """Largest allowed max-min spread of collision_rate over those validations."""
     false_brake_band: float = 0.05
-    """Largest allowed max-min spread of false_brake_rate over those evaluations."""
+    """Largest allowed max-min spread of false_brake_rate over those validations."""
     require_finished: bool = True
     """The run must be recorded as finished (``status`` or ``finished_utc`` in the manifest)."""
 
@@ -105,9 +107,9 @@ def _rates(evals: list, key: str) -> tuple[list[float], str | None]:
     for i, ev in enumerate(evals):
         value = ev.get(key) if isinstance(ev, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return [], f"evaluation {i} of the last {len(evals)} has no numeric {key}"
+            return [], f"validation {i} of the last {len(evals)} has no numeric {key}"
         if not math.isfinite(value):
-            return [], f"evaluation {i} of the last {len(evals)} has {key}={value}"
+            return [], f"validation {i} of the last {len(evals)} has {key}={value}"
         values.append(float(value))
     return values, None
 
@@ -135,12 +137,15 @@ def check_stability(
                 f" finished_utc={manifest.get('finished_utc')!r})"
             )
 
-    evals = manifest.get("evaluations")
+    evals = manifest.get("validations")
     if not isinstance(evals, list):
         evals = []
-    stats["evaluations"] = len(evals)
+    stats["validations"] = len(evals)
     if len(evals) < criteria.last_k:
-        failures.append(f"only {len(evals)} evaluations recorded, {criteria.last_k} needed")
+        failures.append(
+            f"only {len(evals)} validations recorded, {criteria.last_k} needed (the gate "
+            "judges the validation suite's results: train Phase 1 with --validation-suite)"
+        )
     else:
         last = evals[-criteria.last_k :]
         stats["iterations"] = [ev.get("iteration") for ev in last if isinstance(ev, dict)]
@@ -159,7 +164,7 @@ def check_stability(
             # binary rounding.
             if spread > band + 1e-12:
                 failures.append(
-                    f"last {criteria.last_k} evaluations have {key} "
+                    f"last {criteria.last_k} validations have {key} "
                     f"{min(values):.3f}..{max(values):.3f} (spread {spread:.3f} > band {band:.3f})"
                 )
     return GateResult(

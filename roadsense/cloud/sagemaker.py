@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 """Where SageMaker mirrors the checkpoint S3 URI inside the container."""
+ENTRYPOINT = "/opt/roadsense-entrypoint.sh"
+"""docker/entrypoint.sh inside the image (docker/Dockerfile)."""
 DATASET_CHANNEL = "dataset"
 DATASET_DIR = f"/opt/ml/input/data/{DATASET_CHANNEL}"
 INPUT_MODES = ("File", "FastFile")
@@ -115,11 +117,12 @@ class TrainingJobSpec:
         return self.max_runtime_minutes - self.grace_minutes
 
     def container_command(self) -> list[str]:
-        """The command the job's container runs: the same `roadsense train` as everywhere."""
+        """The command the job's container runs: the image's entry point with `train`, as
+        tuning jobs start it, which runs the same `roadsense train --resume` as everywhere
+        (checkpoints in CHECKPOINT_DIR/<job name>, the dataset channel) and exports the
+        picked policy to /opt/ml/model (docker/entrypoint.sh)."""
         return [
-            "roadsense", "train", "--resume",
-            "--storage", CHECKPOINT_DIR,
-            "--dataset", DATASET_DIR,
+            "bash", ENTRYPOINT, "train",
             "--max-runtime-minutes", str(self.train_runtime_minutes),
             *self.train_args,
         ]  # fmt: skip
@@ -225,7 +228,7 @@ def build_tuning_job_request(
     *,
     tuning_job_name: str,
     ranges: list[str],
-    objective_metric: str = "convoy/collision_rate",
+    objective_metric: str = "validation/score",
     objective_type: str = "Minimize",
     max_jobs: int = 8,
     max_parallel: int = 2,
@@ -235,7 +238,10 @@ def build_tuning_job_request(
 
     Tuning jobs start the image as ``<image> train``; docker/entrypoint.sh turns SageMaker's
     hyperparameters.json into `roadsense train --KEY VALUE` arguments. The objective is parsed
-    from the training log lines ``<metric>=<value>``.
+    from the training log lines ``<metric>=<value>``; SageMaker takes the last one. The default,
+    ``validation/score`` (collision + false-braking rate on the validation suite, minimised),
+    is printed at every validation and last for the checkpoint the run picked. Each child
+    checkpoints under its own job name (docker/entrypoint.sh), so none resumes another's run.
     """
     spec.validate()
     if not _JOB_NAME.match(tuning_job_name) or len(tuning_job_name) > 32:

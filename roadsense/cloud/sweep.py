@@ -1,11 +1,20 @@
-"""Ray Tune sweeps over `rllib_configs` search spaces (ASHA or PBT), gated on Phase 1 stability.
+"""Ray Tune sweeps (ASHA or PBT) of Phase 1's trainer, gated on Phase 1 stability.
 
 Callers check the stability gate (`roadsense.cloud.gate`) first; this module imports Ray only
-inside `run_sweep`. Each trial builds its PPO config with ``rllib_configs.ppo_convoy
-.build_config(**base, **sampled)``, trains, and reports a checkpoint every few iterations to the
-sweep's storage (local dir or s3://; Tune writes s3:// through pyarrow's filesystem). Every trial
-stops itself, after a final checkpoint, once the sweep's maximum runtime is reached (the cost
-guardrail); Tune's own time budget is the backstop.
+inside `run_sweep`. Every trial is a `roadsense train` run: `roadsense.rllib.training.train` on
+the sweep's base `TrainSettings` with the sampled values on top, so trials train what Phase 1
+trains (its dataset, warm start, imitation term, schedules, lean sampling; the PPO config from
+`training.algorithm_config`). The objective is the validation score (collision rate plus
+false-braking rate on the validation suite, lower is better): each validation of a trial is
+reported to Tune with the run folder (manifest + that checkpoint) as the trial's checkpoint.
+A restored trial (PBT's exploit, a retried trial) resumes that run with its own values.
+
+The search spaces vary `TrainSettings` fields only, never the network's shape, and per
+scheduler only what is safe: PBT hands one trial's weights and optimiser state to another and
+changes only values that apply to a restored run as they are (`PBT_SAFE`).
+
+Every trial stops itself (after a validation and checkpoint) when the sweep's maximum runtime
+is reached: its training budget is what is left of it. Tune's own time budget is the backstop.
 
 Every trial's results also go to TensorBoard event files in its trial folder under the sweep's
 storage (Tune's `TBXLoggerCallback`, named here so that TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
@@ -17,13 +26,15 @@ the end; it records the gate's verdict and ``forced`` when the gate was overridd
 
 from __future__ import annotations
 
-import importlib
 import logging
 import platform
+import shutil
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from roadsense.cloud.aws import join_uri, write_json
@@ -33,6 +44,36 @@ from roadsense.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("asha", "pbt")
+OBJECTIVE = "validation/score"
+"""Reported at every validation of a trial: collision + false-braking rate, lower is better."""
+
+TUNABLE = frozenset({
+    "lr", "lr_final", "lr_decay_steps", "entropy_coeff", "imitation_weight",
+    "false_brake_start", "num_epochs", "minibatch_size", "train_batch_size",
+    "warm_start_brake", "warm_start_steps",
+})  # fmt: skip
+"""`TrainSettings` fields a search space may vary (ASHA: every trial trains from the start)."""
+PBT_SAFE = frozenset({"lr", "lr_final", "entropy_coeff", "imitation_weight"})
+"""What PBT may mutate: values that apply to a restored run unchanged (no shapes, no batch
+layout, no warm start that has already happened)."""
+
+SPACES: dict[str, dict[str, tuple]] = {
+    "phase1": {
+        "lr": ("loguniform", 1e-4, 1e-3),
+        "lr_final": ("loguniform", 1e-5, 1e-4),
+        "entropy_coeff": ("choice", [0.0, 0.001, 0.01]),
+        "imitation_weight": ("choice", [0.0, 0.5, 1.0, 2.0]),
+    },
+    "phase1-batch": {
+        "lr": ("loguniform", 1e-4, 1e-3),
+        "num_epochs": ("choice", [5, 10]),
+        "minibatch_size": ("choice", [128, 256, 512]),
+        "imitation_weight": ("choice", [0.0, 1.0]),
+    },
+    "smoke": {"lr": ("grid", [3e-4, 1e-3])},
+}
+"""Search spaces over `TrainSettings` fields, as (kind, *arguments) of a Ray Tune domain:
+`phase1` suits ASHA and PBT, `phase1-batch` ASHA only, `smoke` checks the plumbing."""
 
 
 @dataclass
@@ -43,8 +84,8 @@ class SweepSettings:
     """Results and checkpoints root: a local directory or s3://bucket/prefix."""
     name: str
     """Sweep name (the experiment directory under `storage`)."""
-    space: str | None = None
-    """Key in rllib_configs.search_spaces.SEARCH_SPACES (None: the only/whole space)."""
+    space: str = "phase1"
+    """Key in `SPACES`."""
     scheduler: str = "asha"
     num_samples: int = 8
     max_iterations: int = 50
@@ -52,8 +93,8 @@ class SweepSettings:
     grace_period: int = 5
     """ASHA: iterations before a trial may be stopped early; PBT: perturbation interval."""
     checkpoint_every: int = 5
-    metric: str = "env_runners/episode_return_mean"
-    mode: str = "max"
+    metric: str = OBJECTIVE
+    mode: str = "min"
     max_runtime_minutes: float = 240.0
     """Cost guardrail: trials checkpoint and stop after this much wall-clock time."""
     max_concurrent_trials: int | None = None
@@ -61,7 +102,8 @@ class SweepSettings:
     address: str | None = None
     """Ray address (e.g. "auto" on the cluster); None starts a local Ray."""
     base_config: dict = field(default_factory=dict)
-    """Fixed keyword arguments for build_config (the sampled ones are added on top)."""
+    """Fixed `TrainSettings` fields of every trial (the sampled ones are set on top), e.g.
+    dataset_dir, num_env_runners, validation_suite, validate_every_minutes."""
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad field."""
@@ -76,23 +118,54 @@ class SweepSettings:
             raise ConfigError(
                 f"max_runtime_minutes={self.max_runtime_minutes}", fix="use a positive number"
             )
+        if self.space not in SPACES:
+            raise ConfigError(f"no search space {self.space!r}", fix=f"use one of {sorted(SPACES)}")
+        check_space(SPACES[self.space], self.scheduler)
+        known = {f.name for f in fields(_train_settings())}
+        unknown = sorted(set(self.base_config) - known)
+        if unknown:
+            raise ConfigError(f"--set {unknown[0]} is not a `roadsense train` setting",
+                              fix="use TrainSettings field names, e.g. num_env_runners=4")
+
+    def train_settings(self) -> Any:
+        """The trials' base TrainSettings: `base_config` over the sweep's defaults (one env
+        runner, no final evaluation, the seed), dataset folders made absolute (trials run in
+        their own working directories)."""
+        base = {"num_env_runners": 1, "final_eval": False, "seed": self.seed,
+                "budget_minutes": self.max_runtime_minutes, "iterations": self.max_iterations,
+                **self.base_config}
+        settings = replace(_train_settings(), **base)
+        settings.dataset_root = str(Path(settings.dataset_root).resolve())
+        if settings.dataset_dir and "://" not in settings.dataset_dir:
+            settings.dataset_dir = str(Path(settings.dataset_dir).resolve())
+        return settings
 
 
-def resolve_space(spaces: dict, name: str | None) -> dict:
-    """Pick the search space: SEARCH_SPACES[name], its only entry, or SEARCH_SPACES itself."""
-    named = bool(spaces) and all(isinstance(v, dict) for v in spaces.values())
-    if name is not None:
-        if not named or name not in spaces:
-            known = sorted(spaces) if named else []
-            raise ConfigError(f"no search space {name!r}", fix=f"use one of {known}")
-        return dict(spaces[name])
-    if named:
-        if len(spaces) == 1:
-            return dict(next(iter(spaces.values())))
-        raise ConfigError(
-            "rllib_configs.search_spaces has several spaces", fix=f"pass --space {sorted(spaces)}"
-        )
-    return dict(spaces)
+def _train_settings() -> Any:
+    from roadsense.rllib.training import TrainSettings
+
+    return TrainSettings()
+
+
+def check_space(space: dict, scheduler: str) -> None:
+    """ConfigError unless every key is a tunable TrainSettings field, safe under `scheduler`."""
+    allowed = PBT_SAFE if scheduler == "pbt" else TUNABLE
+    for key in space:
+        if key not in allowed:
+            why = ("PBT restores one trial's weights and optimiser state into another"
+                   if scheduler == "pbt" and key in TUNABLE else
+                   "sweeps vary `roadsense train` settings; the network's shape stays fixed")
+            raise ConfigError(f"the search space varies {key!r}, which {scheduler} may not vary "
+                              f"({why})", fix=f"vary only {sorted(allowed)}")
+
+
+def tune_domains(space: dict) -> dict:
+    """Ray Tune domains for a space of (kind, *arguments) entries."""
+    from ray import tune
+
+    kinds = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
+             "grid": tune.grid_search, "randint": tune.randint}
+    return {key: kinds[kind](*args) for key, (kind, *args) in space.items()}
 
 
 def _versions() -> dict:
@@ -147,54 +220,61 @@ def sweep_manifest(
     }
 
 
-def _trainable(build_config: Any, base: dict, settings: SweepSettings, deadline: float) -> Any:
-    """A function trainable: build, restore, train with periodic checkpoints, stop at deadline."""
+def _trainable(base: Any, deadline: float) -> Any:
+    """A function trainable: one `roadsense train` run per trial, reporting each validation."""
 
     def trial(params: dict) -> None:
-        import tempfile
-
         from ray import tune
 
-        algo = build_config(**{**base, **params}).build_algo()
+        from roadsense.rllib.training import train
+
+        storage = Path(tempfile.mkdtemp(prefix="rs-trial-"))
         try:
-            start = 0
-            checkpoint = tune.get_checkpoint()
-            if checkpoint is not None:  # PBT exploit or a restored trial
-                with checkpoint.as_directory() as path:
-                    algo.restore_from_path(path)
-                start = int(getattr(algo, "iteration", 0) or 0)
-            for i in range(start, settings.max_iterations):
-                result = algo.train()
-                last = i + 1 == settings.max_iterations
-                out_of_time = time.time() >= deadline
-                if last or out_of_time or (i + 1) % settings.checkpoint_every == 0:
-                    with tempfile.TemporaryDirectory() as path:
-                        algo.save_to_path(path)
-                        tune.report(result, checkpoint=tune.Checkpoint.from_directory(path))
-                else:
-                    tune.report(result)
-                if out_of_time:
-                    log.warning("trial reached the sweep's max runtime; checkpointed and stopped")
-                    return
+            restored = tune.get_checkpoint()
+            if restored is not None:  # PBT exploit or a retried trial: resume that run
+                with restored.as_directory() as path:
+                    shutil.copytree(path, storage, dirs_exist_ok=True)
+            remaining = (deadline - time.time()) / 60
+            settings = replace(base, **params, storage=str(storage), resume=restored is not None,
+                               budget_minutes=max(0.1, min(base.budget_minutes or remaining,
+                                                           remaining)))
+
+            def on_validation(entry: dict) -> None:
+                (run,) = [p for p in storage.iterdir() if p.is_dir()]
+                with tempfile.TemporaryDirectory() as folder:
+                    keep = Path(folder) / run.name
+                    shutil.copytree(run / "checkpoints" / entry["checkpoint"],
+                                    keep / "checkpoints" / entry["checkpoint"])
+                    shutil.copy2(run / MANIFEST_NAME, keep / MANIFEST_NAME)
+                    tune.report({OBJECTIVE: entry["score"], "iteration": entry["iteration"],
+                                 "validation/collision_rate": entry["collision_rate"],
+                                 "validation/false_brake_rate": entry["false_brake_rate"],
+                                 "run_id": run.name},
+                                checkpoint=tune.Checkpoint.from_directory(folder))
+
+            train(settings, on_validation=on_validation)
         finally:
-            algo.stop()
+            shutil.rmtree(storage, ignore_errors=True)
 
     return trial
 
 
-def _scheduler(settings: SweepSettings, space: dict) -> Any:
+def _scheduler(settings: SweepSettings, domains: dict) -> Any:
+    from ray import tune
     from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
     if settings.scheduler == "asha":
         return ASHAScheduler(
-            time_attr="training_iteration",
+            time_attr="iteration",
             max_t=settings.max_iterations,
             grace_period=min(settings.grace_period, settings.max_iterations),
         )
+    mutations = {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v
+                 else v for k, v in domains.items()}
     return PopulationBasedTraining(
-        time_attr="training_iteration",
+        time_attr="iteration",
         perturbation_interval=settings.grace_period,
-        hyperparam_mutations=space,
+        hyperparam_mutations=mutations,
     )
 
 
@@ -208,12 +288,16 @@ def run_sweep(
 ) -> dict:
     """Run the sweep with Ray Tune; writes and returns its final run manifest."""
     settings.validate()
-    search_spaces = importlib.import_module("rllib_configs.search_spaces")
-    ppo_convoy = importlib.import_module("rllib_configs.ppo_convoy")
-    space = resolve_space(search_spaces.SEARCH_SPACES, settings.space)
+    base = settings.train_settings()
+    if base.validation_suite is None:
+        raise ConfigError("a sweep needs a validation suite: its objective is the validation "
+                          "score", fix="leave validation_suite at its default or name a suite")
+    base.validate()
+    space = SPACES[settings.space]
     manifest = sweep_manifest(
         settings, gate=gate, forced=forced, phase1=phase1, space=space, git_commit=git_commit
     )
+    manifest["train_settings"] = asdict(base)
     manifest_uri = join_uri(join_uri(settings.storage, settings.name), MANIFEST_NAME)
     manifest["status"] = "running"
     write_json(manifest_uri, manifest)
@@ -223,25 +307,30 @@ def run_sweep(
     from ray.rllib.algorithms.ppo import PPO
     from ray.tune.logger import TBXLoggerCallback
 
-    base = {"seed": settings.seed, **settings.base_config}
+    from roadsense.envs import EnvConfig
+    from roadsense.rllib.training import algorithm_config
+
     started = time.time()
     deadline = started + settings.max_runtime_minutes * 60
-    resources = PPO.default_resource_request(ppo_convoy.build_config(**base))
-    trainable = tune.with_resources(
-        _trainable(ppo_convoy.build_config, base, settings, deadline), resources
-    )
+    env_config = EnvConfig.from_dict({"emulator_params": base.emulator_params,
+                                      **base.env_overrides})
+    # The trial's resources, from the same config its run builds.
+    resources = PPO.default_resource_request(algorithm_config(
+        base, base.dataset_dir or "", env_config, int(base.num_env_runners or 0)))
+    trainable = tune.with_resources(_trainable(base, deadline), resources)
+    domains = tune_domains(space)
     own_ray = not ray.is_initialized()
     if own_ray:
         ray.init(address=settings.address, log_to_driver=False)
     try:
         tuner = tune.Tuner(
             trainable,
-            param_space=space,
+            param_space=domains,
             tune_config=tune.TuneConfig(
                 metric=settings.metric,
                 mode=settings.mode,
                 num_samples=settings.num_samples,
-                scheduler=_scheduler(settings, space),
+                scheduler=_scheduler(settings, domains),
                 max_concurrent_trials=settings.max_concurrent_trials,
                 # Backstop: trials stop themselves at the deadline after a checkpoint.
                 time_budget_s=settings.max_runtime_minutes * 60 + 300,
@@ -301,4 +390,5 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
-__all__ = ["SCHEDULERS", "SweepSettings", "resolve_space", "run_sweep", "sweep_manifest"]
+__all__ = ["OBJECTIVE", "PBT_SAFE", "SCHEDULERS", "SPACES", "TUNABLE", "SweepSettings",
+           "check_space", "run_sweep", "sweep_manifest", "tune_domains"]

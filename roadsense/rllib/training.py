@@ -73,7 +73,8 @@ class TrainSettings:
     storage: str = "runs"
     """Local folder or s3://bucket/prefix for checkpoints, manifest and report."""
     num_env_runners: int | None = None
-    """None: one per core. 0: everything in this process (debug)."""
+    """None: one per core, or on a cluster one per CPU it can offer
+    (`roadsense.rllib.sizing`). 0: everything in this process (debug)."""
     num_envs_per_env_runner: int = 4
     """The first on libsumo, the others on traci: one batched forward pass for all (RLlib's
     per-step cost dominates: 4 envs gave 1.4x the steps/s of 1)."""
@@ -331,6 +332,26 @@ def _checkpoints(run_dir: Path) -> list[Path]:
         if folder.is_dir() else []
 
 
+def algorithm_config(settings: TrainSettings, dataset: str, env_config: Any,
+                     runners: int) -> Any:
+    """The PPO config of a run from its settings: the one builder behind `roadsense train`, Tune
+    trials (`roadsense.cloud.sweep`) and SageMaker jobs, so that a sweep tunes Phase 1's trainer
+    (its dataset, schedules, lean sampling, the imitation learner) and not a bare config.
+    `env_config` is the run's `EnvConfig`; `runners` the resolved number of env runners."""
+    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+
+    config = build_config(
+        env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
+        seed=settings.seed, num_env_runners=runners,
+        num_envs_per_env_runner=settings.num_envs_per_env_runner,
+        train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
+        num_epochs=settings.num_epochs, lr=settings.lr_schedule(runners),
+        entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
+        model=CONVOY_MODEL, lean_sampling=settings.lean_sampling,
+        reward_schedule=settings.reward_schedule(runners, env_config.reward.false_brake))
+    return config.fault_tolerance(restart_failed_env_runners=True)
+
+
 def train(settings: TrainSettings,
           on_iteration: Callable[[IterationReport], None] | None = None,
           on_validation: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -340,6 +361,7 @@ def train(settings: TrainSettings,
     from roadsense.comms import params_version
     from roadsense.data import ensure_dataset
     from roadsense.envs import EnvConfig
+    from roadsense.rllib.sizing import default_env_runners
     from roadsense.tracking import RunTracker
 
     resumed = latest_run(settings.storage) if settings.resume else None
@@ -350,8 +372,8 @@ def train(settings: TrainSettings,
     dataset = settings.dataset_dir or str(ensure_dataset(root=Path(settings.dataset_root)))
     env_config = EnvConfig.from_dict({"emulator_params": settings.emulator_params,
                                       **settings.env_overrides})
-    cpus = os.cpu_count() or 2
-    runners = cpus if settings.num_env_runners is None else settings.num_env_runners
+    runners = (default_env_runners(settings.address) if settings.num_env_runners is None
+               else settings.num_env_runners)
 
     if resumed:
         run_id, local = resumed
@@ -401,7 +423,7 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
     """`train` from Ray's start on; Ray (when started here) is shut down whatever happens."""
     import ray
 
-    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+    from rllib_configs.ppo_convoy import CONVOY_MODEL
     from roadsense.eval.policies import save_policy
     from roadsense.rllib.env_runner import collect_seed_records, scheduled_weights
     from roadsense.rllib.learner import IMITATION_LOSS
@@ -436,17 +458,7 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
         demo = None
         if settings.warm_start and (not resumed or settings.imitation_weight > 0):
             demo = _demonstrations(settings, dataset, env_config, manifest)
-        config = build_config(
-            env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
-            seed=settings.seed, num_env_runners=runners,
-            num_envs_per_env_runner=settings.num_envs_per_env_runner,
-            train_batch_size=settings.train_batch_size, minibatch_size=settings.minibatch_size,
-            num_epochs=settings.num_epochs, lr=settings.lr_schedule(runners),
-            entropy_coeff=settings.entropy_coeff, identity_kwarg="identity",
-            model=CONVOY_MODEL, lean_sampling=settings.lean_sampling,
-            reward_schedule=reward_schedule)
-        config = config.fault_tolerance(restart_failed_env_runners=True)
-        algo = config.build_algo()
+        algo = algorithm_config(settings, dataset, env_config, runners).build_algo()
         if resumed:
             ckpt = _checkpoints(store.local)[-1]
             algo.restore_from_path(str(ckpt))
