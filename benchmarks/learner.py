@@ -17,6 +17,14 @@ minibatch 4,000 (the whole batch at once), CUDA vs CPU (ratio = CPU time / CUDA 
 CUDA the CUDA cells are empty). Before timing, the CUDA network is checked against the CPU
 one on the same minibatch (outputs and gradients to 1e-4).
 
+Padding rows: `roadsense train`'s learner connector pads the peers of the whole train batch
+to its largest set (`RaggedObsToLearner`), RLlib cuts minibatches from it, and the module packs
+each minibatch back to ragged rows (`packed_from_padded`) before the network. The same
+iteration's updates (plus the value pass over the whole batch that GAE needs) on 0-12 and
+0-50 peers per sample, with minibatches (a) packed (the baseline), (b) cut from the
+batch-wide padding (what the learner does), (c) padded to their own largest set (minibatch-
+local padding); ratio = (b) / (a), and (b) / (c) in the metric's text.
+
 On an NVIDIA H200 machine (16 CPU cores) minibatch 256 runs at about the same speed on CUDA
 and CPU (160 small updates are bound by kernel launches, not arithmetic) and minibatch 4,000
 about 4x faster on CUDA (figures: README), so `roadsense train` keeps its learner on the CPU
@@ -31,6 +39,7 @@ import time
 import torch
 
 from roadsense.models import DeepSets, DeepSetsConfig
+from roadsense.models.deepsets import packed_from_padded
 
 SAMPLES, EPOCHS = 4000, 10
 EGO_DIM, PEER_DIM, ACTION_DIM = 3, 7, 1  # ConvoyEnv's observation and action
@@ -38,11 +47,11 @@ MAX_PEERS = 12
 CLIP, VF_CLIP, VF_COEFF, GRAD_CLIP = 0.2, 10.0, 1.0, 40.0  # RLlib's PPO defaults, our clip
 
 
-def _batch(device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(device: torch.device, max_peers: int = MAX_PEERS) -> dict[str, torch.Tensor]:
     """One iteration's samples (random, fixed seed): ego, packed peers with each sample's
     first row and count, actions, old logp, advantages, value targets."""
     g = torch.Generator().manual_seed(0)
-    counts = torch.randint(0, MAX_PEERS + 1, (SAMPLES,), generator=g)
+    counts = torch.randint(0, max_peers + 1, (SAMPLES,), generator=g)
     batch = {
         "ego": torch.randn(SAMPLES, EGO_DIM, generator=g),
         "peers": torch.randn(int(counts.sum()), PEER_DIM, generator=g),
@@ -121,6 +130,88 @@ def _same_on_cuda(cuda: torch.device) -> None:
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
+def _padded(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's peers padded to its largest set: (SAMPLES, Kmax, F), zeros beyond counts."""
+    counts = b["counts"]
+    kmax = int(counts.max())
+    pad = torch.zeros(SAMPLES, kmax, PEER_DIM, device=counts.device)
+    mask = torch.arange(kmax, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+    pad[mask] = b["peers"]
+    return pad
+
+
+def _layout_iteration(net: DeepSets, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor],
+                      pad: torch.Tensor, layout: str) -> float:
+    """Seconds for one iteration's updates at minibatch 256 with minibatches in `layout`
+    ("packed", "batch_padded", "minibatch_padded"), plus one value pass over the batch."""
+    g = torch.Generator().manual_seed(1)
+    started = time.perf_counter()
+    with torch.no_grad():  # GAE's values: the whole batch, in the layout
+        if layout == "packed":
+            net(*_inputs(b, torch.arange(SAMPLES)))
+        else:
+            net(b["ego"], *packed_from_padded(pad, b["counts"]))
+    for _ in range(EPOCHS):
+        perm = torch.randperm(SAMPLES, generator=g)
+        for lo in range(0, SAMPLES, 256):
+            idx = perm[lo:lo + 256]
+            if layout == "packed":
+                mb = _minibatch(b, idx)
+            else:
+                mb = {k: b[k][idx] for k in ("ego", "actions", "old_logp", "advantages",
+                                             "value_targets")}
+                counts, slab = b["counts"][idx], pad[idx]
+                if layout == "minibatch_padded":
+                    slab = slab[:, :int(counts.max())]
+                mb["peers"], mb["index"] = packed_from_padded(slab, counts)
+            loss = _loss(net, mb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP)
+            opt.step()
+    return time.perf_counter() - started
+
+
+def _inputs(b: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    mb = _minibatch(b, idx)
+    return mb["ego"], mb["peers"], mb["index"]
+
+
+def _padding_rows(reps: int) -> list[dict]:
+    rows = []
+    layouts = ("packed", "batch_padded", "minibatch_padded")
+    for max_peers in (12, 50):
+        b = _batch(torch.device("cpu"), max_peers)
+        pad = _padded(b)
+        # the three layouts feed the network the same rows: same loss on a minibatch
+        idx = torch.arange(256)
+        net = _net(torch.device("cpu"))
+        packed = _loss(net, _minibatch(b, idx))
+        mb = _minibatch(b, idx)
+        mb["peers"], mb["index"] = packed_from_padded(pad[idx], b["counts"][idx])
+        torch.testing.assert_close(_loss(net, mb), packed, rtol=0, atol=0)
+        times: dict[str, list[float]] = {k: [] for k in layouts}
+        for rep in range(reps + 1):  # interleaved; the first round warms up
+            for layout in layouts:
+                net = _net(torch.device("cpu"))
+                opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+                t = _layout_iteration(net, opt, b, pad, layout)
+                if rep:
+                    times[layout].append(t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = med["batch_padded"] / med["packed"]
+        rows.append({
+            "benchmark": "learner",
+            "metric": f"PPO updates of one iteration, 0-{max_peers} peers, minibatches cut from "
+                      f"the batch-wide padding (Kmax {pad.shape[1]}) vs packed (minibatch-local "
+                      f"padding: {med['minibatch_padded']:.2f} s, batch-wide / local "
+                      f"{med['batch_padded'] / med['minibatch_padded']:.2f})",
+            "value": med["batch_padded"], "baseline": med["packed"], "ratio": ratio,
+            "target": "<= 1.1", "pass": ratio <= 1.1, "unit": "s",
+        })
+    return rows
+
+
 def _seconds(device: torch.device, minibatch: int, reps: int) -> float:
     net = _net(device)
     opt = torch.optim.Adam(net.parameters(), lr=3e-4)
@@ -147,4 +238,4 @@ def run(quick: bool = False) -> list[dict]:
             "value": gpu_s, "baseline": cpu_s, "ratio": cpu_s / gpu_s, "target": "-",
             "pass": True, "unit": "s",
         })
-    return rows
+    return rows + _padding_rows(reps)
