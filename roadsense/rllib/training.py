@@ -338,7 +338,7 @@ def algorithm_config(settings: TrainSettings, dataset: str, env_config: Any,
     trials (`roadsense.cloud.sweep`) and SageMaker jobs, so that a sweep tunes Phase 1's trainer
     (its dataset, schedules, lean sampling, the imitation learner) and not a bare config.
     `env_config` is the run's `EnvConfig`; `runners` the resolved number of env runners."""
-    from rllib_configs.ppo_convoy import CONVOY_MODEL, build_config
+    from roadsense.rllib.ppo import CONVOY_MODEL, build_config
 
     config = build_config(
         env_kwargs={"scenarios": dataset, "config": env_config.as_dict()},
@@ -423,10 +423,10 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
     """`train` from Ray's start on; Ray (when started here) is shut down whatever happens."""
     import ray
 
-    from rllib_configs.ppo_convoy import CONVOY_MODEL
     from roadsense.eval.policies import save_policy
     from roadsense.rllib.env_runner import collect_seed_records, scheduled_weights
     from roadsense.rllib.learner import IMITATION_LOSS
+    from roadsense.rllib.ppo import CONVOY_MODEL
     from roadsense.rllib.warm_start import keep_imitating, warm_start
 
     cpus = os.cpu_count() or 2
@@ -443,8 +443,7 @@ def _run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, 
                 # the workers) instead of one written to ~/.ray/auth_token.
                 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
                 ray.init(num_cpus=max(cpus, runners), include_dashboard=False,
-                         log_to_driver=False, _temp_dir=str(ray_tmp),
-                         runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
+                         log_to_driver=False, _temp_dir=str(ray_tmp))
         reward_schedule = settings.reward_schedule(runners, env_config.reward.false_brake)
         # what the warm start, the validations and the final evaluation run (evaluation
         # without domain randomisation: its suites fix the radio level)
@@ -809,8 +808,3 @@ def _suite_info(name: str) -> dict[str, str] | None:
 
     suite = load_suite(name)
     return {"name": suite.name, "version": suite.version}
-
-
-def _project_root() -> str:
-    """So env runner processes import `rllib_configs` and `roadsense` from this checkout."""
-    return str(Path(__file__).resolve().parents[2])
