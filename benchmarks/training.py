@@ -167,7 +167,7 @@ def _identity_kwarg(env_id: str) -> str | None:
 
 def _sampling_steps_per_s(env_id: str, env_kwargs: dict, runners: int, steps: int,
                           rounds: int, envs: int = 1, lean: bool = False) -> float:
-    from rllib_configs.ppo_convoy import build_config
+    from roadsense.rllib.ppo import build_config
 
     config = build_config(env_id=env_id, env_kwargs=env_kwargs, num_env_runners=runners,
                           num_envs_per_env_runner=envs, identity_kwarg=_identity_kwarg(env_id),

@@ -1,166 +1,37 @@
-"""PPO with the Deep Sets module on the convoy env (or any env with its observation structure).
+"""Experiment: PPO with the Deep Sets module on ConvoyEnv (the library's `build_config`).
 
-How to run (the CLI's `roadsense train` builds this config; by hand)::
+How to run it by hand (``roadsense train`` runs the full pipeline: imitation warm start,
+validation, checkpoint selection; this file is the bare RLlib experiment)::
 
     import ray
-    from rllib_configs.ppo_convoy import STOP, build_config
+    from rllib_configs.ppo_convoy import STOP, experiment
     ray.init(num_cpus=2)
-    algo = build_config(num_env_runners=2).build_algo()
+    algo = experiment(num_env_runners=2).build_algo()
     while (r := algo.train())["training_iteration"] < STOP["training_iteration"]:
         print(r["env_runners"]["episode_return_mean"])
 
-What to expect: on the toy env (``env_id="roadsense/ToyRagged-v0"``; reward 0.5/step at random,
+What to expect: on ConvoyEnv (here its built-in base convoy), `convoy/collision_rate` should
+fall below the baseline driver's while `convoy/false_brake_rate` stays low; watch `radio/pdr`
+to know which radio level was trained. From scratch (this config alone) that depends on the
+seed, which is why `roadsense train` first imitates `v2v_rule` (`roadsense.rllib.warm_start`).
+On the toy env (``build_config(env_id="roadsense/ToyRagged-v0")``; reward 0.5/step at random,
 1.0 optimal, 20 steps) the mean return passes ~17 of 20 within 10-20 iterations of 4,000 steps.
-On ConvoyEnv, `convoy/collision_rate` should fall below the baseline driver's while
-`convoy/false_brake_rate` stays low; watch `radio/pdr` to know which radio level was trained.
-From scratch (this config alone) that depends on the seed: one run in four never learned to
-brake on warnings. `roadsense train` therefore starts PPO from an imitation of `v2v_rule`
-(`roadsense.rllib.warm_start`; by hand: `warm_start(algo, demonstrations(...), ...)` after
-`build_algo()`).
-
-Pipeline (see roadsense/rllib): one `RaggedVectorEnv` per env runner (one SUMO per sub-env,
-seeded from (seed, worker, vector index, "train"/"eval")), packed peer sets through the
-env-to-module connector, padded-to-batch-maximum sets with counts on the learner, and
-`DeepSetsRLModule` over `roadsense.models.DeepSets`.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
-
 from ray.rllib.algorithms.ppo import PPOConfig
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from roadsense.rllib import (
-    DeepSetsRLModule,
-    LeanEnvRunner,
-    RoadSenseCallbacks,
-    RoadSenseEnvRunner,
-    env_to_module_pieces,
-    learner_pieces,
-    register_vector_env,
-)
-from roadsense.rllib.env_runner import REWARD_SCHEDULE, check_reward_schedule
-from roadsense.rllib.learner import ImitationPPOTorchLearner
+from roadsense.rllib.ppo import CONVOY_MODEL, DEFAULT_MODEL, build_config
+
+__all__ = ["CONVOY_MODEL", "DEFAULT_MODEL", "STOP", "build_config", "experiment"]
 
 STOP = {"training_iteration": 200}
 """Stop criteria of a full run."""
 
-DEFAULT_MODEL: dict[str, Any] = {
-    "phi_hidden": (64, 64),
-    "pooling": "mean_max",
-    "rho_hidden": (64, 64),
-    "activation": "tanh",
-    "shared_encoder": False,
-}
 
-CONVOY_MODEL: dict[str, Any] = {
-    **DEFAULT_MODEL,
-    # ConvoyEnv: start near "driver only" with some exploration braking, instead of braking
-    # half the time at random (see roadsense.rllib.module).
-    "init_action_mean": -1.5,
-    "init_log_std": -0.5,
-    "free_log_std": True,
-}
-
-
-def build_config(
-    *,
-    env_id: str = "roadsense/Convoy-v0",
-    env_kwargs: dict | None = None,
-    env_module: str | None = None,
-    seed: int = 0,
-    num_env_runners: int = 1,
-    num_envs_per_env_runner: int = 1,
-    train_batch_size: int = 4000,
-    minibatch_size: int = 256,
-    num_epochs: int = 10,
-    lr: float | list[list[float]] = 3e-4,
-    entropy_coeff: float = 0.0,
-    gamma: float = 0.99,
-    lambda_: float = 0.95,
-    model: dict | None = None,
-    evaluation_num_env_runners: int = 0,
-    evaluation_interval: int | None = None,
-    evaluation_duration: int = 10,
-    identity_kwarg: str | None = None,
-    lean_sampling: bool = False,
-    reward_schedule: dict[str, list[list[float]]] | None = None,
-) -> PPOConfig:
-    """One PPOConfig chain: ragged vector env, our connectors, Deep Sets module, callbacks.
-
-    `env_kwargs` go to the gym constructor of `env_id` (e.g. ``{"scenarios": ..., "config":
-    EnvConfig(...)}`` for ConvoyEnv); `env_module` is imported first if the id is not one of
-    ours. `model` overrides `DEFAULT_MODEL` (keys of `roadsense.models.DeepSetsConfig`).
-    `lr`: a constant or RLlib's schedule ``[[env steps, lr], ...]`` (linear in between).
-    `identity_kwarg`: the constructor keyword that receives each sub-env's identity
-    (``{worker_index, vector_index, purpose}``; ConvoyEnv's is ``identity``).
-    `lean_sampling`: env runners sample with `LeanEnvRunner` (RLlib's bookkeeping without its
-    connector pipelines, several times faster per step) instead of RLlib's own loop.
-    `reward_schedule`: reward weight name -> ``[[env steps, weight], ...]`` (linear in
-    between), applied to the training sub-envs by the env runners (ConvoyEnv's weights).
-    """
-    env_config = {
-        "env_id": env_id,
-        "env_kwargs": dict(env_kwargs or {}),
-        "env_module": env_module,
-        "seed": int(seed),
-        "identity_kwarg": identity_kwarg,
-        # runners of this config count their restarts under this key (fresh seeds after one)
-        "run_key": secrets.token_hex(8),
-    }
-    if reward_schedule:
-        env_config[REWARD_SCHEDULE] = check_reward_schedule(reward_schedule)
-    config = (
-        PPOConfig()
-        .environment(env=register_vector_env(), env_config=env_config)
-        .env_runners(
-            env_runner_cls=LeanEnvRunner if lean_sampling else RoadSenseEnvRunner,
-            num_env_runners=num_env_runners,
-            num_envs_per_env_runner=num_envs_per_env_runner,
-            num_cpus_per_env_runner=1,
-            # Our vector env keeps ragged peers apart (gymnasium's would mix them across envs).
-            gym_env_vectorize_mode="vector_entry_point",
-            # Episodes hold ragged observations that cannot be stacked into arrays.
-            episodes_to_numpy=False,
-            env_to_module_connector=env_to_module_pieces,
-            rollout_fragment_length="auto",
-        )
-        # PPO's learner plus an imitation term, off until `set_imitation` gives it a weight
-        .learners(learner_connector=learner_pieces, learner_class=ImitationPPOTorchLearner)
-        .rl_module(
-            rl_module_spec=RLModuleSpec(
-                module_class=DeepSetsRLModule, model_config={**DEFAULT_MODEL, **(model or {})}
-            )
-        )
-        .training(
-            train_batch_size_per_learner=train_batch_size,
-            minibatch_size=minibatch_size,
-            num_epochs=num_epochs,
-            lr=lr,
-            gamma=gamma,
-            lambda_=lambda_,
-            entropy_coeff=entropy_coeff,
-            grad_clip=0.5,  # lr 1e-3 without clipping collapsed once in the prototype (KL 14.6)
-            grad_clip_by="global_norm",
-            # Returns reach ~10-20: the default clip (10) would starve those rows of gradient.
-            vf_clip_param=1000.0,
-            vf_loss_coeff=0.5,
-        )
-        # A SumoCrashedError is handled inside the vector env (episode cut, env rebuilt); a
-        # runner process that dies outright (e.g. libsumo takes it down) is restarted by RLlib.
-        # Any other env exception is a bug and must surface.
-        .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=False)
-        .callbacks(RoadSenseCallbacks)
-        # Torch init and RLlib's own RNGs; the envs are seeded by RaggedVectorEnv instead.
-        .debugging(seed=int(seed))
-    )
-    if evaluation_interval:
-        config = config.evaluation(
-            evaluation_interval=evaluation_interval,
-            evaluation_num_env_runners=evaluation_num_env_runners,
-            evaluation_duration=evaluation_duration,
-            evaluation_duration_unit="episodes",
-        )
-    return config
+def experiment(*, seed: int = 0, num_env_runners: int = 1) -> PPOConfig:
+    """The experiment's config: ConvoyEnv on the built-in dataset, `CONVOY_MODEL`, 4 sub-envs
+    per runner, lean sampling; each sub-env gets its identity (worker, vector index, purpose)."""
+    return build_config(seed=seed, num_env_runners=num_env_runners, num_envs_per_env_runner=4,
+                        model=CONVOY_MODEL, identity_kwarg="identity", lean_sampling=True)

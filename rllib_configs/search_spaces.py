@@ -1,4 +1,4 @@
-"""Ray Tune search spaces over `rllib_configs.ppo_convoy.build_config` arguments.
+"""Ray Tune search spaces over `roadsense.rllib.ppo.build_config` arguments.
 
 Each space maps `build_config` keyword arguments to Tune domains; ``model`` maps to the Deep
 Sets keys (`roadsense.models.DeepSetsConfig`). Use with a trainable that calls

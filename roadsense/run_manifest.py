@@ -35,8 +35,6 @@ def new_manifest(*, kind: str, config: dict[str, Any], seed: int | None = None,
                  dataset_manifest_hash: str | None = None, eval_suite: dict | None = None,
                  emulator_params_version: str | None = None, run_id: str | None = None
                  ) -> dict[str, Any]:
-    from roadsense.comms import params_version
-
     return {
         "kind": kind,
         "run_id": run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
@@ -45,7 +43,7 @@ def new_manifest(*, kind: str, config: dict[str, Any], seed: int | None = None,
         "git_commit": git_commit() or "unknown",
         "dataset_manifest_hash": dataset_manifest_hash,
         "eval_suite": eval_suite,
-        "emulator_params_version": emulator_params_version or params_version(),
+        "emulator_params_version": emulator_params_version,
         "versions": versions(),
         "seed": seed,
         "config": config,
@@ -67,20 +65,3 @@ def save(manifest: dict[str, Any], folder: str | Path) -> Path:
 
 def load(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / MANIFEST_NAME).read_text())
-
-
-def write_run_manifest(folder: str | Path, *, kind: str, config: dict[str, Any],
-                       eval_suite: str | None = None, dataset_root: Path = Path("datasets"),
-                       seed: int | None = None) -> Path:
-    """One-shot manifest for a finished run (evaluation)."""
-    suite_info, dataset_hash = None, None
-    if eval_suite:
-        from roadsense.data import load_suite
-
-        suite = load_suite(eval_suite)
-        suite_info = {"name": suite.name, "version": suite.version}
-        dataset_hash = suite.dataset.manifest_hash
-    manifest = new_manifest(kind=kind, config=config, seed=seed,
-                            dataset_manifest_hash=dataset_hash, eval_suite=suite_info)
-    manifest["status"] = "finished"
-    return save(manifest, folder)

@@ -1,12 +1,18 @@
-"""Scenario factory: randomized SUMO convoy scenarios written as governed datasets.
+"""Scenario factory scripts, built on `roadsense.data.factory` (the generator lives there).
 
-`generate_dataset(GeneratorSettings(...), out)` draws every scenario from its own seed stream,
-builds its network with netconvert and writes ``manifest.json`` + ``index.parquet`` through
-`roadsense.data`. CLI: ``roadsense scenarios generate``.
+`make_suites.py` draws the eval suites (``python -m scenario_factory.make_suites``). The names
+below re-export the library's generator for scripts and notebooks:
+`generate_dataset(GeneratorSettings(...), out)`.
 """
 
-from scenario_factory.generator import GenerateReport, generate_dataset, scenario_id
-from scenario_factory.settings import GENERATOR_VERSION, GeneratorSettings, Ranges
+from roadsense.data.factory import (
+    GENERATOR_VERSION,
+    GenerateReport,
+    GeneratorSettings,
+    Ranges,
+    generate_dataset,
+    scenario_id,
+)
 
 __all__ = [
     "GENERATOR_VERSION",

@@ -1,4 +1,4 @@
-"""Draw the eval suites once, deterministically, and write ``eval_suites/*.json``.
+"""Draw the eval suites once, deterministically, and write ``roadsense/data/eval_suites/*.json``.
 
     python -m scenario_factory.make_suites [--root datasets] [--check]
 

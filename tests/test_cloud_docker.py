@@ -83,7 +83,7 @@ def test_install_step_is_the_makefiles_script(steps):
     assert image_call[:2] == deps_call[:2] == make_call[:2] == ["bash", "scripts/install.sh"]
     assert (ROOT / "scripts" / "install.sh").is_file()
     # ...differing only in the image's venv location and the dev extras. Editable in both, so
-    # the source tree's eval_suites/ and rllib_configs/ are the ones the package reads.
+    # the source tree is the one the package reads.
     assert image_call[2:] == ["--editable", "--venv", "/opt/venv"]
     assert set(make_call[2:]) - {"--dev", "--editable"} == {"--venv", "$(VENV)"}
     # The dependency layer: torch from PyTorch's CPU index by default (no CUDA build).

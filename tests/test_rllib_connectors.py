@@ -13,7 +13,6 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 
-from rllib_configs.ppo_convoy import build_config
 from roadsense.errors import ConfigError
 from roadsense.rllib import (
     DeepSetsRLModule,
@@ -22,6 +21,7 @@ from roadsense.rllib import (
     pad_observations,
 )
 from roadsense.rllib.connectors import PEER_COUNT, PEER_PAD, PEER_X
+from roadsense.rllib.ppo import build_config
 from roadsense.rllib.toy_env import TOY_ENV_ID, ToyRaggedEnv
 
 SMALL_MODEL = {"phi_hidden": (16, 16), "rho_hidden": (16,)}

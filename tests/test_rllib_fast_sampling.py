@@ -21,9 +21,9 @@ from conftest import _descendants
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 
-from rllib_configs.ppo_convoy import build_config
 from roadsense.rllib import LeanEnvRunner, RaggedObsToModule, RoadSenseEnvRunner, pack_observations
 from roadsense.rllib.lean_runner import ListSteps
+from roadsense.rllib.ppo import build_config
 from roadsense.rllib.toy_env import PEER_DIM, TOY_ENV_ID
 from roadsense.rllib.vector_env import RaggedVectorEnv
 

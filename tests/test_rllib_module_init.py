@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from rllib_configs.ppo_convoy import CONVOY_MODEL
 from roadsense.envs import ConvoyEnv
 from roadsense.rllib import DeepSetsRLModule, pack_observations
+from roadsense.rllib.ppo import CONVOY_MODEL
 
 
 def test_convoy_model_starts_near_driver_only_with_one_std() -> None:

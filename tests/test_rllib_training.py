@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_configs.ppo_convoy import build_config
 from roadsense.rllib import collect_seed_records
+from roadsense.rllib.ppo import build_config
 from roadsense.rllib.toy_env import TOY_ENV_ID
 from roadsense.seeding import worker_seed
 

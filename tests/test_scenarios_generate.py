@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from roadsense.data.factory.families import check_convoy, draw_params
 from roadsense.data.manifest import manifest_hash, read_manifest
 from roadsense.errors import ConfigError, DatasetError
 from scenario_factory import GeneratorSettings, generate_dataset
-from scenario_factory.families import check_convoy, draw_params
 
 SETTINGS = GeneratorSettings(dataset_id="gen-test", seed=7, count=13)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_configs.ppo_convoy import CONVOY_MODEL
 from roadsense.envs import ConvoyEnv
 from roadsense.envs.episodes import EpisodeRunner
 from roadsense.envs.observation import PEER_DIM
 from roadsense.models import NumpyPolicy
 from roadsense.rllib import DeepSetsRLModule
+from roadsense.rllib.ppo import CONVOY_MODEL
 from roadsense.rllib.warm_start import demonstrations, fit, imitation_targets
 
 HARD = {"hazard": {"probability": 1.0, "hard_share": 1.0}, "episode_s": 15.0}

@@ -35,7 +35,7 @@ def app(
     replay.json, plots), side by side with both baselines."""
     from roadsense.eval import load_policy, run_suite, summarize, write_report
     from roadsense.eval.replay import load_recording, recording_paths, replay_report
-    from roadsense.run_manifest import write_run_manifest
+    from roadsense.eval.report import write_run_manifest
 
     if not suites and not replay:
         raise typer.BadParameter("--no-suites needs at least one --replay recording")
@@ -67,7 +67,7 @@ def app(
         Console().print(f"replay report: {out / 'replay.md'}")
     write_run_manifest(out, kind="eval", config={
         "policy": policy, "suites": suite_names, "replay": [str(r.path) for r in recordings]},
-        eval_suite=suite_names[0] if suite_names else None, dataset_root=dataset_root)
+        eval_suite=suite_names[0] if suite_names else None)
 
 
 def _suite_table(summary: dict[str, Any], suite_names: list[str]) -> None:

@@ -56,8 +56,8 @@ def generate(
 ) -> None:
     """Generate a dataset (incremental: identical scenarios already there are skipped)."""
     from roadsense.data.default import builtin_settings
+    from roadsense.data.factory import GeneratorSettings, generate_dataset
     from roadsense.data.storage import is_s3_uri, upload_dir
-    from scenario_factory import GeneratorSettings, generate_dataset
 
     if preset:
         settings = builtin_settings().get(preset)
@@ -184,10 +184,10 @@ def regenerate(
 ) -> None:
     """Regenerate a dataset from its recorded seed and settings; prove it byte-identical."""
     from roadsense.data.default import builtin_settings
+    from roadsense.data.factory import GeneratorSettings
+    from roadsense.data.factory.regenerate import regenerate as regen
     from roadsense.data.manifest import read_manifest
     from roadsense.data.suites import load_suite, suite_path
-    from scenario_factory import GeneratorSettings
-    from scenario_factory.regenerate import regenerate as regen
 
     expected, reference = None, None
     if suite_path(what).is_file():

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from typing import Annotated
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from roadsense.errors import ConfigError
+from roadsense.rllib.settings import (
+    DEFAULT_BUDGET_MINUTES,
+    TrainSettings,
+    cli_value,
+    load_toml,
+)
+
 app_help = "Train the policy with RLlib PPO (Deep Sets over ragged peer sets)."
-DEFAULT_BUDGET_MINUTES = 10.0
 
 
 def resolve_budget(budget_minutes: float | None, max_runtime_minutes: float | None) -> float:
@@ -26,88 +36,87 @@ def resolve_budget(budget_minutes: float | None, max_runtime_minutes: float | No
     return min(budget_minutes, max_runtime_minutes)
 
 
-def app(
-    dataset_dir: Annotated[str | None, typer.Option(
-        "--dataset-dir", "--dataset",
-        help="training dataset folder or s3:// URI (default: the built-in default-v1)")] = None,
-    eval_suite: Annotated[str, typer.Option(help="suite of the final evaluation")] = "standard-v1",
-    seed: Annotated[int, typer.Option(min=0, help="base seed of the run")] = 0,
-    emulator_params: Annotated[str | None, typer.Option(
-        help="radio parameter file (default: the packaged calibration)")] = None,
-    storage: Annotated[str, typer.Option(help="runs folder or s3://bucket/prefix")] = "runs",
-    num_env_runners: Annotated[int | None, typer.Option(
-        min=0, help="env runners (default: one per core; with --address, one per CPU of the "
-        "cluster's workers at its autoscaling maximum; 0 = in this process)")] = None,
-    num_envs_per_env_runner: Annotated[int, typer.Option(
-        min=1, help="envs per runner (the first on libsumo, the rest on traci)")] = 4,
-    budget_minutes: Annotated[float | None, typer.Option(
-        help=f"wall-clock budget (default: --max-runtime-minutes if given, else "
-        f"{DEFAULT_BUDGET_MINUTES:g})")] = None,
-    iterations: Annotated[int | None, typer.Option(min=1, help="stop after N iterations")] = None,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="iterations")] = 5,
-    resume: Annotated[bool, typer.Option(
-        help="continue the latest run in --storage (a new run if there is none)")] = False,
-    address: Annotated[str | None, typer.Option(
-        help="join a Ray cluster (e.g. auto) instead of starting local Ray")] = None,
-    debug: Annotated[bool, typer.Option(
-        help="one worker in this process (num_env_runners=0): breakpoints in the env work")
-    ] = False,
-    train_batch_size: Annotated[int, typer.Option(min=64)] = 4000,
-    minibatch_size: Annotated[int, typer.Option(min=16)] = 256,
-    num_epochs: Annotated[int, typer.Option(min=1)] = 10,
-    lr: Annotated[float, typer.Option(min=0.0, help="learning rate at the start")] = 3e-4,
-    lr_final: Annotated[float, typer.Option(
-        min=0.0, help="learning rate reached linearly, then kept (0: keep --lr)")] = 3e-5,
-    lr_decay_steps: Annotated[int | None, typer.Option(
-        min=1, help="env steps of the decay (default: the run's expected length, at most "
-        "15 minutes of it)")] = None,
-    false_brake_start: Annotated[float | None, typer.Option(
-        min=0.0, help="false-braking penalty weight at the start, raised to the env's (3.0) "
-        "over 40-80% of the learning-rate decay (default: the env's weight throughout)")
-    ] = None,
-    warm_start: Annotated[str, typer.Option(
-        help="start from an imitation of this baseline ('none': from scratch)")
-    ] = "v2v_rule",
-    warm_start_steps: Annotated[int, typer.Option(
-        min=1, help="env steps of the baseline to imitate")] = 40_000,
-    warm_start_brake: Annotated[float, typer.Option(
-        help="brake level imitated on the baseline's braking steps in hazard episodes "
-             "(0: the baseline's own)")] = 1.0,
-    imitation_weight: Annotated[float, typer.Option(
-        min=0.0, help="weight of the imitation term kept in PPO's loss (0: plain PPO after "
-        "the warm start)")] = 1.0,
-    validation_suite: Annotated[str, typer.Option(
-        help="suite that picks the checkpoint to evaluate ('none': the last one)")
-    ] = "validation-v2",
-    validate_every_minutes: Annotated[float, typer.Option(
-        min=0.1, help="how often to validate (also at the end)")] = 6.0,
-    replay: Annotated[list[str] | None, typer.Option(
-        help="real recording (.npz) or folder of them, replayed at every validation and in "
-             "the final report, repeatable (default: ./recordings when it exists; 'none': no "
-             "replay)")] = None,
-    replay_weight: Annotated[float, typer.Option(
-        min=0.0, help="weight of the recordings' braking share in the validation score")
-    ] = 1.0,
-    lean_sampling: Annotated[bool, typer.Option(
-        help="sample with LeanEnvRunner (RLlib's bookkeeping, no per-step connectors, the "
-             "policy in numpy); --no-lean-sampling: RLlib's own loop")
-    ] = True,
-    env: Annotated[list[str] | None, typer.Option(
-        help="EnvConfig override KEY=JSON, repeatable (e.g. episode_s=20)")] = None,
-    final_eval: Annotated[bool, typer.Option(help="evaluate on the suite at the end")] = True,
-    max_runtime_minutes: Annotated[float | None, typer.Option(
-        help="hard cap for cloud runs: checkpoint and stop; also the budget unless "
-        "--budget-minutes is smaller")] = None,
-    mlflow_uri: Annotated[str | None, typer.Option(
-        help="also track the run in MLflow (a tracking server URL, or file:PATH); TensorBoard "
-             "event files go under the run folder either way")] = None,
-) -> None:
-    """Train PPO on ConvoyEnv and write checkpoints, a run manifest and an evaluation report."""
-    from roadsense.errors import ConfigError
-    from roadsense.rllib.training import TrainSettings, train
+def _setting_parameters() -> list[inspect.Parameter]:
+    """One typer option per `option(...)` field of `TrainSettings`: its flag names, help,
+    bounds and default come from the field (the CLI spells None as ``none`` or 0 where the
+    field says so, and takes those fields as plain strings or numbers)."""
+    hints = get_type_hints(TrainSettings)
+    params = []
+    for f in fields(TrainSettings):
+        meta = f.metadata.get("cli")
+        if meta is None:
+            continue
+        kind = hints[f.name]
+        if meta["none_word"] and f.default is not None:
+            kind = str
+        elif meta["zero_none"]:
+            kind = float
+        opt = typer.Option(*(meta["flags"] or ()), help=meta["help"], min=meta["min"])
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=f.default, annotation=Annotated[kind, opt]))
+    return params
 
+
+def _cli_parameters() -> list[inspect.Parameter]:
+    """The options that are not settings: they shape how settings are made or shown."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter("config", keyword, default=None, annotation=Annotated[
+            Path | None, typer.Option(help="TOML file of TrainSettings fields (e.g. seed = 3, "
+                                      "an env_overrides table); the flags given override it")]),
+        inspect.Parameter("budget_minutes", keyword, default=None, annotation=Annotated[
+            float | None, typer.Option(help=f"wall-clock budget (default: --max-runtime-minutes "
+                                       f"if given, else {DEFAULT_BUDGET_MINUTES:g})")]),
+        inspect.Parameter("max_runtime_minutes", keyword, default=None, annotation=Annotated[
+            float | None, typer.Option(help="hard cap for cloud runs: checkpoint and stop; also "
+                                       "the budget unless --budget-minutes is smaller")]),
+        inspect.Parameter("debug", keyword, default=False, annotation=Annotated[
+            bool, typer.Option(help="one worker in this process (num_env_runners=0): "
+                               "breakpoints in the env work")]),
+        inspect.Parameter("env", keyword, default=None, annotation=Annotated[
+            list[str] | None, typer.Option(help="EnvConfig override KEY=JSON, repeatable (e.g. "
+                                           "episode_s=20)")]),
+    ]
+
+
+def make_settings(ctx: typer.Context, config: Path | None, budget_minutes: float | None,
+                  max_runtime_minutes: float | None, debug: bool, env: list[str] | None,
+                  **flags: Any) -> TrainSettings:
+    """The run's settings: `TrainSettings` defaults, then the --config file, then the flags
+    given on the command line (a flag left at its default does not override the file)."""
+    flags = {name: _plain(value) for name, value in flags.items()}
+    values = {name: cli_value(name, value) for name, value in flags.items()}
+    values |= load_toml(config) if config is not None else {}
+    values |= {name: cli_value(name, value) for name, value in flags.items()
+               if _given(ctx, name)}
+    if env:
+        values["env_overrides"] = _env_overrides(env)
+    if budget_minutes is not None:
+        values["budget_minutes"] = budget_minutes
+    # the budget: the flag's or the file's, capped by the maximum runtime (`resolve_budget`)
+    values["budget_minutes"] = resolve_budget(values.get("budget_minutes"), max_runtime_minutes)
+    if debug:
+        values["num_env_runners"] = 0
+    return TrainSettings(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A repeatable option's values as a list; none given: None (the field's default)."""
+    if isinstance(value, tuple):
+        return list(value) or None
+    return value
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (command line or environment), not left at its default.
+    By the source's name: typer ships its own copy of click's `ParameterSource`."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _env_overrides(items: list[str]) -> dict[str, Any]:
     overrides = {}
-    for item in env or []:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--env {item!r} is not KEY=JSON", fix="e.g. --env episode_s=20")
@@ -115,24 +124,15 @@ def app(
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    budget_minutes = resolve_budget(budget_minutes, max_runtime_minutes)
-    settings = TrainSettings(
-        dataset_dir=dataset_dir, eval_suite=eval_suite, seed=seed,
-        emulator_params=emulator_params, storage=storage,
-        num_env_runners=0 if debug else num_env_runners,
-        num_envs_per_env_runner=num_envs_per_env_runner, budget_minutes=budget_minutes,
-        iterations=iterations, checkpoint_every=checkpoint_every, resume=resume,
-        address=address, train_batch_size=train_batch_size, minibatch_size=minibatch_size,
-        num_epochs=num_epochs, lr=lr, lr_final=lr_final or None, lr_decay_steps=lr_decay_steps,
-        validation_suite=None if validation_suite.lower() == "none" else validation_suite,
-        validate_every_minutes=validate_every_minutes, lean_sampling=lean_sampling,
-        env_overrides=overrides, final_eval=final_eval,
-        false_brake_start=false_brake_start,
-        warm_start=None if warm_start.lower() == "none" else warm_start,
-        warm_start_steps=warm_start_steps, warm_start_brake=warm_start_brake or None,
-        imitation_weight=imitation_weight, mlflow_uri=mlflow_uri,
-        replay=None if replay is None else [r for r in replay if r.lower() != "none"],
-        replay_weight=replay_weight)
+    return overrides
+
+
+def app(**kwargs: Any) -> None:
+    """Train PPO on ConvoyEnv and write checkpoints, a run manifest and an evaluation report."""
+    from roadsense.rllib.training import train
+
+    debug, settings = kwargs["debug"], make_settings(**kwargs)
+    eval_suite = settings.eval_suite
     settings.validate()  # bad input fails before the live table starts
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING)
     console = Console()
@@ -193,3 +193,8 @@ def _pct(v: float | None) -> str:
 
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+app.__signature__ = inspect.Signature(
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    + _setting_parameters() + _cli_parameters())

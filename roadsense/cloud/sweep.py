@@ -142,7 +142,7 @@ class SweepSettings:
 
 
 def _train_settings() -> Any:
-    from roadsense.rllib.training import TrainSettings
+    from roadsense.rllib.settings import TrainSettings
 
     return TrainSettings()
 

@@ -28,7 +28,7 @@ DEFAULT_VALIDATION_DATASET = "val-v1"
 
 def builtin_settings() -> dict:
     """name -> GeneratorSettings of every built-in dataset."""
-    from scenario_factory.settings import GeneratorSettings, Ranges
+    from roadsense.data.factory.settings import GeneratorSettings, Ranges
 
     return {
         DEFAULT_TRAIN_DATASET: GeneratorSettings(
@@ -74,7 +74,7 @@ def ensure_dataset(
                 return target
             log.warning("dataset %s needs repair (%d problems): regenerating what differs",
                         target, len(problems))
-        from scenario_factory.generator import generate_dataset
+        from roadsense.data.factory.generator import generate_dataset
 
         log.info("generating built-in dataset %s into %s", name, target)
         generate_dataset(settings, target, workers=workers or min(4, os.cpu_count() or 1),

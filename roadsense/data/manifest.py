@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from roadsense.comms.params import params_version
 from roadsense.errors import DatasetError
 from roadsense.provenance import canonical_json
 
@@ -191,15 +192,4 @@ def sumo_version() -> str:
 
 def emulator_params_version() -> str:
     """Content hash of the radio emulator's parameter files (`roadsense.comms.params_version`)."""
-    try:
-        from roadsense.comms import params_version
-    except ImportError:
-        params_version = None
-    if params_version is not None:
-        return params_version()
-    # The emulator package may not provide its hash function yet: hash its parameter files.
-    params_dir = Path(__file__).resolve().parents[1] / "comms" / "params"
-    h = hashlib.sha256()
-    for path in sorted(params_dir.glob("*.json")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return params_version()

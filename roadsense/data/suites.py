@@ -1,8 +1,9 @@
 """Eval suites: versioned, fixed lists of (scenario, seed, hazard plan, radio level).
 
-A suite file (``eval_suites/<name>.json``) names the dataset it was drawn for by name and
-manifest hash; `EvalSuite.open` refuses to run when the dataset's hash differs, so an episode
-id always means the same episode. Files are written by ``scenario_factory/make_suites.py``.
+A suite file (``roadsense/data/eval_suites/<name>.json``, package data) names the dataset it
+was drawn for by name and manifest hash; `EvalSuite.open` refuses to run when the dataset's hash
+differs, so an episode id always means the same episode. Files are written by
+``scenario_factory/make_suites.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from roadsense.errors import EvalSuiteError
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "eval_suites"
+SUITES_DIR = Path(__file__).with_name("eval_suites")
+"""The built-in suites: package data next to this module (installed with the package)."""
 _HAZARD_KEYS = {"rank", "onset_s", "decel_mps2", "duration_s", "to_stop"}
 
 

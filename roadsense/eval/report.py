@@ -17,6 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from roadsense import run_manifest
+from roadsense.comms import params_version
+from roadsense.data import load_suite
+
 PEER_BINS = ((0, 0), (1, 2), (3, 5), (6, 8), (9, 12), (13, 10_000))
 
 
@@ -138,3 +142,20 @@ def _plot(table: dict[str, dict[str, float | None]], policies: list[str], name: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_run_manifest(folder: str | Path, *, kind: str, config: dict[str, Any],
+                       eval_suite: str | None = None, seed: int | None = None) -> Path:
+    """One-shot run manifest for a finished evaluation: its suite (name, version, dataset hash)
+    and the radio emulator's parameter version."""
+    suite_info, dataset_hash = None, None
+    if eval_suite:
+        suite = load_suite(eval_suite)
+        suite_info = {"name": suite.name, "version": suite.version}
+        dataset_hash = suite.dataset.manifest_hash
+    manifest = run_manifest.new_manifest(kind=kind, config=config, seed=seed,
+                                         dataset_manifest_hash=dataset_hash,
+                                         eval_suite=suite_info,
+                                         emulator_params_version=params_version())
+    manifest["status"] = "finished"
+    return run_manifest.save(manifest, folder)

@@ -12,10 +12,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roadsense.data.factory.generator import generate_dataset
+from roadsense.data.factory.settings import GeneratorSettings
 from roadsense.data.index import index_content_hash
 from roadsense.data.manifest import INDEX_NAME, SCENARIO_DIR, read_manifest, sha256_file
-from scenario_factory.generator import generate_dataset
-from scenario_factory.settings import GeneratorSettings
 
 
 @dataclass

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from roadsense.data.check import scenario_problems, sumo_problems
+from roadsense.data.factory.families import FAMILIES, check_convoy, draw_params, render
+from roadsense.data.factory.settings import GENERATOR_VERSION, MAX_PEERS, GeneratorSettings
 from roadsense.data.index import index_content_hash, row_from_params, write_index
 from roadsense.data.manifest import (
     FORMAT,
@@ -41,8 +43,7 @@ from roadsense.data.manifest import (
 )
 from roadsense.errors import DatasetError, ScenarioError
 from roadsense.provenance import git_commit
-from scenario_factory.families import FAMILIES, check_convoy, draw_params, render
-from scenario_factory.settings import GENERATOR_VERSION, MAX_PEERS, GeneratorSettings
+from roadsense.sim import build_network as sim_build_network
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +69,8 @@ def scenario_id(index: int, family: str) -> str:
 
 def build_network(nod: Path, edg: Path, net: Path) -> None:
     """netconvert nod+edg into `net` (through the SUMO layer), header comment stripped."""
-    try:
-        from roadsense.sim import build_network as sim_build
-    except ImportError:  # the SUMO layer is not there yet: call netconvert ourselves
-        sim_build = _netconvert
-    sim_build(nod, edg, net)
+    sim_build_network(nod, edg, net)
     atomic_write_bytes(net, _NET_HEADER.sub(b"", net.read_bytes(), count=1))
-
-
-def _netconvert(nod: Path, edg: Path, out: Path) -> Path:
-    import os
-    import subprocess
-
-    import sumo
-
-    tmp = out.with_name(f".{out.name}.tmp")
-    exe = Path(sumo.SUMO_HOME) / "bin" / "netconvert"
-    proc = subprocess.run(
-        [str(exe), "-n", str(nod), "-e", str(edg), "-o", str(tmp), "--no-warnings"],
-        capture_output=True, text=True, env={**os.environ, "SUMO_HOME": sumo.SUMO_HOME},
-    )
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise ScenarioError(f"netconvert failed: {proc.stderr.strip()}", path=edg)
-    os.replace(tmp, out)
-    return out
 
 
 def _plan(index: int, settings: GeneratorSettings, out: Path, old_files: dict | None) -> dict:

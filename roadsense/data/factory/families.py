@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from roadsense import EGO_ID
+from roadsense.data.factory.settings import FAMILY_NAMES, MAX_PEERS, GeneratorSettings, Ranges
 from roadsense.provenance import canonical_json
-from scenario_factory.settings import MAX_PEERS, GeneratorSettings, Ranges
 
 AHEAD_M = 2500.0
 """Road left ahead of the convoy head at least: 60 s at 33 m/s (about 2 km) plus margin."""
@@ -66,6 +66,8 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+if tuple(FAMILIES) != FAMILY_NAMES:  # settings validates family names without this table
+    raise RuntimeError(f"FAMILIES {tuple(FAMILIES)} != settings.FAMILY_NAMES {FAMILY_NAMES}")
 
 
 def scenario_rng(seed: int, index: int) -> np.random.Generator:
