@@ -54,7 +54,8 @@ for key, value in sorted(json.load(open(sys.argv[1])).items()):
 import shutil, sys
 from pathlib import Path
 from roadsense import run_manifest
-from roadsense.rllib.training import latest_run, selected_checkpoint
+from roadsense.rllib.run_storage import latest_run
+from roadsense.rllib.validation import selected_checkpoint
 found = latest_run(sys.argv[1])
 if found is None:
     sys.exit(f"entrypoint: no run with a checkpoint under {sys.argv[1]}: no model to export")
