@@ -170,21 +170,25 @@ def app(**kwargs: Any) -> None:
             console.print(f"validation/score={picked[-1]['score']}")
     final = manifest.get("final_eval")
     if final:
-        res = Table(title=f"final evaluation ({eval_suite})")
-        for col in ("policy", "collision rate", "false braking", "reaction s"):
-            res.add_column(col)
-        for name, m in final.items():
-            res.add_row(name, _pct(m["collision_rate"]), _pct(m["false_brake_rate"]),
-                        _f(m["reaction_s_median"]))
-        console.print(res)
+        console.print(_table(f"final evaluation ({eval_suite})",
+                             ("policy", "collision rate", "false braking", "reaction s"),
+                             [(name, _pct(m["collision_rate"]), _pct(m["false_brake_rate"]),
+                               _f(m["reaction_s_median"])) for name, m in final.items()]))
     for rec, by_policy in (manifest.get("final_replay") or {}).items():
-        res = Table(title=f"replay of {rec} (a calm real drive: every brake is a false one)")
-        for col in ("policy", "rows braking", "brake onsets/min", "longest brake s"):
-            res.add_column(col)
-        for name, m in by_policy.items():
-            res.add_row(name, _pct(m["brake_share"]), _f(m["onsets_per_min"]),
-                        _f(m["longest_brake_s"]))
-        console.print(res)
+        console.print(_table(
+            f"replay of {rec} (a calm real drive: every brake is a false one)",
+            ("policy", "rows braking", "brake onsets/min", "longest brake s"),
+            [(name, _pct(m["brake_share"]), _f(m["onsets_per_min"]), _f(m["longest_brake_s"]))
+             for name, m in by_policy.items()]))
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _pct(v: float | None) -> str:
