@@ -1,2 +1,3 @@
-"""RLlib experiment configs: one experiment per file (`build_config()`, `STOP`), plus the Tune
-search spaces in `search_spaces`."""
+"""RLlib experiment configs: one experiment per file (an `experiment()` built on
+`roadsense.rllib.ppo.build_config`, and `STOP`). Tune search spaces live in
+`roadsense.cloud.sweep`."""
