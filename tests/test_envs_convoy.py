@@ -186,6 +186,8 @@ def test_no_hazard_episode_and_false_braking(env: ConvoyEnv) -> None:
     for _ in range(20):
         obs, reward, term, trunc, info = env.step(np.array([0.9], np.float32))
     assert info["false_brake"] and info["first_brake_s"] == 0.0
+    assert info["brake_steps"] == 20
+    assert info["peak_decel_mps2"] == pytest.approx(0.9 * env.config.max_brake_mps2, rel=1e-6)
     assert info["reward_terms"]["false_brake"] < 0
 
 

@@ -102,6 +102,11 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert again["selected_checkpoint"] == best["checkpoint"]
     assert f"Evaluation of {best['checkpoint']}" in (run_dir / "eval" / "report.md").read_text()
     assert again["final_eval"].keys() >= {"no_assist", "v2v_rule"}
+    # the gentleness figures, per hazard episode: the rule brakes at 0.8 of 8 m/s^2 or not at all
+    rule, none = again["final_eval"]["v2v_rule"], again["final_eval"]["no_assist"]
+    assert rule["brake_steps_per_hazard_episode"] > 0
+    assert 0 < rule["peak_decel_mps2_mean"] <= 0.8 * 8.0 + 1e-9
+    assert none["brake_steps_per_hazard_episode"] == none["peak_decel_mps2_mean"] == 0
     assert (run_dir / "eval" / "report.md").is_file()
     assert (run_dir / "eval" / "metrics.parquet").is_file()
     # ... and the final report replays the picked checkpoint and both baselines

@@ -33,6 +33,11 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _mean(rows: list[dict], key: str) -> float | None:
+    """Mean over the episodes (0 where the policy never braked, so gentler means lower)."""
+    return statistics.fmean(float(r[key]) for r in rows) if rows else None
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per policy: the headline metrics (None where the suite has no such episodes)."""
     by_policy: dict[str, list[dict]] = defaultdict(list)
@@ -49,6 +54,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "reaction_s_median": _median(hz, "reaction_s"),
             "min_ttc_s_median": _median(hz, "min_ttc_s"),
             "false_brake_rate": _rate(calm, "false_brake"),
+            "brake_steps_per_hazard_episode": _mean(hz, "brake_steps"),
+            "peak_decel_mps2_mean": _mean(hz, "peak_decel_mps2"),
         }
     return out
 
@@ -99,6 +106,10 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, *,
                             ("reaction_s_median", "reaction time, msg -> brake (s, median)", False),
                             ("min_ttc_s_median", "min time-to-collision (s, median)", False),
                             ("false_brake_rate", "false-braking rate (no-hazard episodes)", True),
+                            ("brake_steps_per_hazard_episode",
+                             "braking steps per hazard episode (mean)", False),
+                            ("peak_decel_mps2_mean",
+                             "peak agent deceleration per hazard episode (m/s^2, mean)", False),
                             ("hazard_episodes", "hazard episodes", False),
                             ("no_hazard_episodes", "no-hazard episodes", False)):
         cells = [str(summary[p][key]) if key.endswith("episodes") else _fmt(summary[p][key], pct)

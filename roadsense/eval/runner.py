@@ -44,6 +44,7 @@ def episode_row(info: dict[str, Any], ret: float, steps: int) -> dict[str, Any]:
         "reaction_s": reaction,
         "false_brake": bool(info["false_brake"]),
         "brake_steps": int(info["brake_steps"]),
+        "peak_decel_mps2": float(info["peak_decel_mps2"]),
         "return": float(ret),
         "steps": steps,
     }
