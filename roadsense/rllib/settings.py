@@ -293,10 +293,10 @@ class TrainSettings:
             from roadsense.data import load_suite
 
             load_suite(self.validation_suite)
-        self.recordings()  # so does a bad recording
+        self.load_recordings()  # so does a bad recording
 
-    def recordings(self) -> list[Path]:
-        """The recording files `replay` names (each checked: `RecordingError` if unusable)."""
+    def load_recordings(self) -> list[Any]:
+        """The recordings `replay` names, loaded and checked (`RecordingError` if unusable)."""
         from roadsense.eval.replay import load_recording, recording_paths
 
         if self.replay is None:
@@ -304,9 +304,7 @@ class TrainSettings:
             paths = recording_paths([default]) if default.is_dir() else []
         else:
             paths = recording_paths(self.replay)
-        for p in paths:
-            load_recording(p)
-        return paths
+        return [load_recording(p) for p in paths]
 
 
 _FIELDS = {f.name: f for f in fields(TrainSettings)}

@@ -16,7 +16,7 @@ from typing import Any
 from roadsense import run_manifest
 from roadsense.envs.episodes import DRIVER_SUMO_BACKEND
 from roadsense.eval import load_policy, run_suite, summarize
-from roadsense.eval.replay import convert, load_recording, metrics, run_policy
+from roadsense.eval.replay import convert, metrics, run_policy
 from roadsense.rllib.run_storage import CHECKPOINTS, Storage, checkpoints
 from roadsense.rllib.settings import REPLAY_WEIGHT, TrainSettings
 
@@ -38,7 +38,7 @@ def validation_score(summary: dict[str, Any], replay_brake_share: float | None =
 
 def replay_inputs(settings: TrainSettings) -> list[Any]:
     """The recordings of `settings.replay`, loaded and converted once for the whole run."""
-    return [convert(load_recording(p)) for p in settings.recordings()]
+    return [convert(rec) for rec in settings.load_recordings()]
 
 
 def _replay_brake_share(policy: Any, replays: list[Any]) -> float | None:
