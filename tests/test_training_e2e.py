@@ -115,6 +115,10 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert replayed.keys() == {trained, "no_assist", "v2v_rule"}
     assert replayed["no_assist"]["brake_share"] == 0.0
     assert "calibration_drive_2026-02-21" in (run_dir / "eval" / "replay.md").read_text()
+    # ... and probes its gating beside the rule's
+    gating = again["final_gating"]
+    assert gating.keys() == {trained, "v2v_rule"} and gating["v2v_rule"]["passed"]
+    assert "behind 15 m" in (run_dir / "eval" / "gating.md").read_text()
     assert run_manifest.load(run_dir)["status"] == "finished"
     assert latest_run(storage)[0] == first["run_id"]
     assert leftovers() == []

@@ -88,3 +88,62 @@ def test_demonstrations_mark_calm_episodes() -> None:
     per_episode = demo.calm.reshape(demo.episodes, -1)
     assert (per_episode == per_episode[:, :1]).all()
     assert 0 < per_episode[:, 0].sum() < demo.episodes
+
+
+def test_gating_counterexamples_move_every_warning_behind_or_beside(demo) -> None:
+    from roadsense.envs.observation import PEER_INDEX, PEER_SCALE
+    from roadsense.rllib.warm_start import (
+        BEHIND_M,
+        BESIDE_M,
+        COUNTER_WEIGHT,
+        with_gating_counterexamples,
+    )
+
+    more = with_gating_counterexamples(demo, decel_mps2=2.5, seed=0)
+    n, m = len(demo), int(demo.warned.sum())
+    assert m > 0 and len(more) == n + m and more.counter[n:].all() and not more.counter[:n].any()
+    np.testing.assert_array_equal(more.ego[:n], demo.ego)
+    np.testing.assert_array_equal(more.peers[: len(demo.peers)], demo.peers)
+    starts = np.cumsum(more.counts) - more.counts
+    moved = {"behind": 0, "beside": 0}
+    for i in range(n, n + m):
+        p = more.peers[starts[i]: starts[i] + more.counts[i]].astype(float) * PEER_SCALE
+        hard = p[:, PEER_INDEX["accel"]] <= -2.5
+        long_m, lat_m = p[hard, PEER_INDEX["long_offset"]], p[hard, PEER_INDEX["lat_offset"]]
+        assert hard.any()
+        behind = long_m <= -BEHIND_M[0] + 1e-3
+        beside = np.abs(lat_m) >= BESIDE_M[0] - 1e-3
+        assert (behind | beside).all()  # no hard-braking peer left ahead in the lane
+        moved["behind"] += behind.all()
+        moved["beside"] += beside.all() and not behind.any()
+    assert min(moved.values()) >= m // 3
+    target, weight = imitation_targets(more, no_brake_mean=-1.5, brake_threshold=0.05, brake=1.0)
+    np.testing.assert_array_equal(target[n:], -1.5)
+    assert weight[n:].sum() / weight.sum() == pytest.approx(COUNTER_WEIGHT)
+    assert (target[:n] == 1.0).any()
+
+
+def test_policy_fitted_with_counterexamples_gates_like_a_driver(demo) -> None:
+    from roadsense.eval.gating import gating_probe
+    from roadsense.rllib.warm_start import with_gating_counterexamples
+
+    class Mean:  # the deterministic policy, brake in [0, 1]
+        def __init__(self, net) -> None:
+            self.policy = NumpyPolicy(net)
+
+        def __call__(self, obs):
+            mean = self.policy(obs["ego"][None], obs["peers"], np.array([len(obs["peers"])]))
+            return np.clip((mean[:, 0] + 1) / 2, 0, 1)
+
+    probes = {}
+    for name, d in (("plain", demo),
+                    ("counter", with_gating_counterexamples(demo, decel_mps2=2.5, seed=0))):
+        torch.manual_seed(0)
+        module = _module()
+        fit(module.net, d, no_brake_mean=CONVOY_MODEL["init_action_mean"], brake_threshold=0.05,
+            brake=1.0, updates=1500, seed=0)
+        probes[name] = gating_probe(Mean(module.net))
+    # without counterexamples the net brakes for hard brakes behind or beside; with them not
+    assert probes["plain"]["elsewhere_braked"] > 0.3
+    assert probes["counter"]["elsewhere_braked"] == 0.0
+    assert probes["counter"]["ahead_braked"] == 1.0

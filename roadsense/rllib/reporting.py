@@ -1,6 +1,6 @@
 """What a training run reports: one `IterationReport` per iteration (from RLlib's result), the
 final evaluation of the selected checkpoint and the baselines on the test suites, the replay
-of the real recordings, and the learning curve.
+of the real recordings, the gating probe, and the learning curve.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 from roadsense.comms import params_version
 from roadsense.eval import load_policy, run_suite, summarize, write_report
+from roadsense.eval.gating import gating_probe
+from roadsense.eval.gating import markdown as gating_markdown
 from roadsense.eval.replay import replay_report
 from roadsense.rllib.run_storage import Storage
 from roadsense.rllib.settings import TrainSettings
@@ -89,6 +91,22 @@ def final_replay(store: Storage, ckpt: Path, replays: list[Any]) -> dict[str, An
     return {rec: {name: {k: r["closed_loop"][k] for k in keep}
                   for name, r in body["results"].items()}
             for rec, body in summary["recordings"].items()}
+
+
+def final_gating(store: Storage, ckpt: Path, brake_threshold: float) -> dict[str, Any]:
+    """The checkpoint and `v2v_rule` on the gating probe (`roadsense.eval.gating`), written to
+    `eval/gating.md`; per policy, its summary and brake per case."""
+    results = {}
+    for spec in (str(ckpt), "v2v_rule"):
+        name, policy = load_policy(spec)
+        results[name] = gating_probe(policy, brake_threshold=brake_threshold)
+    out = store.local / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gating.md").write_text(
+        "# Gating probe\n\nBrake command for one peer reporting a 7.5 m/s^2 hard brake at each "
+        "place (the ego cruising at 10 and 25 m/s, the larger command; a calm peer 25 m ahead "
+        "in every case). `roadsense.eval.gating`.\n\n" + gating_markdown(results))
+    return results
 
 
 def learning_curve(progress: Path, out: Path, validations: list[dict] | None = None) -> None:

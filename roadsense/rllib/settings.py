@@ -202,6 +202,11 @@ class TrainSettings:
     favour it: on training episodes `v2v_rule` braking at 1.0 returns about twice what it
     returns at 0.8, and a single peer's hard-braking report is where a brake of ~0.7 still
     collides (docs/experiments.md)."""
+    gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
+        "steps with the braking peer moved behind or beside the ego, imitated as no brake")
+    """Teach the gate a driver applies: brake for a hard-braking car ahead in the lane, not for
+    one behind or beside, which the convoy scenarios never show
+    (`roadsense.rllib.warm_start.with_gating_counterexamples`)."""
     imitation_weight: float = option(1.0, min=0.0, help="weight of the imitation term kept in "
         "PPO's loss (0: plain PPO after the warm start)")
     """Weight of the imitation term added to PPO's loss for the whole run, on the warm start's

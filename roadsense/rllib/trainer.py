@@ -29,6 +29,7 @@ from roadsense.rllib.ppo import CONVOY_MODEL, build_config
 from roadsense.rllib.reporting import (
     IterationReport,
     final_eval,
+    final_gating,
     final_replay,
     learner_stat,
     learning_curve,
@@ -44,7 +45,12 @@ from roadsense.rllib.validation import (
     selected_checkpoint,
     validate_checkpoint,
 )
-from roadsense.rllib.warm_start import demonstrations, keep_imitating, warm_start
+from roadsense.rllib.warm_start import (
+    demonstrations,
+    keep_imitating,
+    warm_start,
+    with_gating_counterexamples,
+)
 from roadsense.seeding import worker_seed
 
 log = logging.getLogger(__name__)
@@ -188,6 +194,7 @@ def run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, e
         tracker.final_eval(manifest["final_eval"])
         if replays:
             manifest["final_replay"] = final_replay(store, ckpt, replays)
+        manifest["final_gating"] = final_gating(store, ckpt, env_config.brake_threshold)
     manifest["status"] = "finished"
     manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run_manifest.save(manifest, store.local)
@@ -211,7 +218,11 @@ def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,
     with EpisodeRunner(lambda: ConvoyEnv(dataset, config), "warm_start",
                        on_drop=recorder(manifest), context={"policy": settings.warm_start}
                        ) as runner:
-        return demonstrations(runner, settings.warm_start, settings.warm_start_steps, seed)
+        demo = demonstrations(runner, settings.warm_start, settings.warm_start_steps, seed)
+    if settings.gating_counterexamples:
+        demo = with_gating_counterexamples(demo, decel_mps2=env_config.hazard_msg_decel_mps2,
+                                           seed=seed)
+    return demo
 
 
 def forget_after(manifest: dict, iteration: int) -> None:

@@ -34,7 +34,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from roadsense.envs.baselines import make_baseline
 from roadsense.envs.episodes import EpisodeRunner
-from roadsense.envs.observation import holds_warning
+from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, holds_warning
 from roadsense.models import DeepSets
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_X, pack_observations
 
@@ -54,6 +54,9 @@ class Demonstrations:
     """Per step: the observation holds a warning (`holds_warning`); braking without one rests
     on the baseline's memory, which the policy's observation does not have."""
     episodes: int
+    counter: np.ndarray | None = None
+    """Per step: a gating counterexample (`with_gating_counterexamples`), imitated as "no
+    brake"; None: none."""
 
     def __len__(self) -> int:
         return len(self.brake)
@@ -147,13 +150,73 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     mean of `no_brake_mean`, well below the threshold): its brakes in calm episodes are false
     brakes, and its brakes held on after the warning left the view (`v2v_rule` holds for 1 s)
     rest on a memory the observation does not carry, so imitating them would teach braking on
-    views that look calm."""
-    braking = (demo.brake > brake_threshold) & ~demo.calm & demo.warned
+    views that look calm. Gating counterexamples (`demo.counter`) are "no brake" too and weigh
+    `COUNTER_WEIGHT` together, taken from the non-braking steps' half."""
+    counter = demo.counter if demo.counter is not None else np.zeros(len(demo), bool)
+    braking = (demo.brake > brake_threshold) & ~demo.calm & demo.warned & ~counter
     level = demo.brake if brake is None else np.full(len(demo), brake, np.float32)
     target = np.where(braking, 2.0 * level - 1.0, no_brake_mean).astype(np.float32)
-    share = float(braking.mean()) if len(demo) else 0.0
-    weight = np.where(braking, 0.5 / max(share, 1e-6), 0.5 / max(1.0 - share, 1e-6))
+    n = len(demo)
+    n_brake, n_counter = int(braking.sum()), int(counter.sum())
+    n_other = len(demo) - n_brake - n_counter
+    counter_w = COUNTER_WEIGHT if n_counter else 0.0
+    weight = np.where(braking, 0.5 * n / max(n_brake, 1),
+                      np.where(counter, counter_w * n / max(n_counter, 1),
+                               (0.5 - counter_w) * n / max(n_other, 1)))
     return target, weight
+
+
+COUNTER_WEIGHT = 0.1
+"""Share of the imitation weight on the gating counterexamples (the braking steps keep half)."""
+BEHIND_M = (10.0, 60.0)
+"""How far behind the ego a counterexample moves a warning peer (uniform, m)."""
+BESIDE_M = (12.0, 40.0)
+"""How far to the side a counterexample moves a warning peer (uniform, m, either side): beyond
+the lateral error a same-lane peer shows under the emulator's nominal GPS errors (~7 m std of
+the offset between two cars), so a real same-lane warning is not taught away."""
+
+
+def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
+                                seed: int) -> Demonstrations:
+    """`demo` plus, for every step that holds a warning, a copy with each warning peer (ahead,
+    reporting `decel_mps2` or harder) moved behind the ego (half the copies) or well beside it
+    (the other half), marked in `counter` and imitated as "no brake".
+
+    Why. The training scenarios are convoys: every car that brakes hard is ahead in the ego's
+    lane, so nothing in training shows the policy a hard-braking car behind or beside it, and a
+    net fitted there brakes for those too (a peer reporting -7.5 m/s^2 20 m behind drew a full
+    brake). A driver brakes only for what is in front, in the lane; these copies say so."""
+    rng = np.random.default_rng(seed)
+    li, ai, lat = PEER_INDEX["long_offset"], PEER_INDEX["accel"], PEER_INDEX["lat_offset"]
+    hard_accel = -decel_mps2 / PEER_SCALE[ai]
+    starts = np.cumsum(demo.counts) - demo.counts
+    rows = np.flatnonzero(demo.warned)
+    egos, peers, counts = [], [], []
+    for k, i in enumerate(rows):
+        p = demo.peers[starts[i]: starts[i] + demo.counts[i]].copy()
+        hard = (p[:, ai] <= hard_accel) & (p[:, li] > 0.0)
+        n = int(hard.sum())
+        if k % 2 == 0:
+            p[hard, li] = -rng.uniform(*BEHIND_M, n) / PEER_SCALE[li]
+        else:
+            side = rng.choice((-1.0, 1.0), n)
+            p[hard, lat] = side * rng.uniform(*BESIDE_M, n) / PEER_SCALE[lat]
+        egos.append(demo.ego[i])
+        peers.append(p)
+        counts.append(len(p))
+    if not rows.size:
+        return demo
+    old = demo.counter if demo.counter is not None else np.zeros(len(demo), bool)
+    m = len(rows)
+    return Demonstrations(
+        ego=np.concatenate([demo.ego, np.stack(egos)]),
+        peers=np.concatenate([demo.peers, *peers]).astype(demo.peers.dtype),
+        counts=np.concatenate([demo.counts, np.asarray(counts, demo.counts.dtype)]),
+        brake=np.concatenate([demo.brake, np.zeros(m, demo.brake.dtype)]),
+        returns=np.concatenate([demo.returns, demo.returns[rows]]),
+        calm=np.concatenate([demo.calm, np.zeros(m, bool)]),
+        warned=np.concatenate([demo.warned, np.zeros(m, bool)]),
+        episodes=demo.episodes, counter=np.concatenate([old, np.ones(m, bool)]))
 
 
 def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
@@ -176,12 +239,15 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
     scale = float(np.abs(demo.returns).mean()) or 1.0  # returns reach ~-50 at a collision
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     target_t = torch.from_numpy(target)
+    counter_t = torch.from_numpy(demo.counter if demo.counter is not None
+                                 else np.zeros(len(demo), bool))
     for _ in range(updates):
         rows = rng.choice(train, size=min(batch_size, len(train)), p=p)
         ego, peers, index, _, returns = _batch(demo, rows)
         mean, value = net(ego, peers, index)
+        real = ~counter_t[rows]  # a counterexample's return is not its own
         loss = (torch.nn.functional.mse_loss(mean[:, 0], target_t[rows])
-                + torch.nn.functional.mse_loss(value / scale, returns / scale))
+                + torch.nn.functional.mse_loss(value[real] / scale, returns[real] / scale))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -190,8 +256,9 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
         mean, value = net(ego, peers, index)
     brakes_now = (mean[:, 0].numpy() + 1.0) / 2.0 > brake_threshold
     want = braking[held]
-    resid = float(((value - returns) ** 2).mean())
-    var = float(returns.var()) or 1.0
+    real = ~counter_t[held]
+    resid = float(((value[real] - returns[real]) ** 2).mean())
+    var = float(returns[real].var()) or 1.0
     return FitReport(
         steps=len(demo), episodes=demo.episodes, braking_share=float(braking.mean()),
         agree_brake=float(brakes_now[want].mean()) if want.any() else None,

@@ -1,0 +1,99 @@
+"""Gating probe: whether a policy brakes for a hard-braking car ahead in its lane and only there.
+
+Each case is one synthetic observation: the ego cruising, a calm peer 25 m ahead in its lane,
+and one peer reporting a hard brake (7.5 m/s^2 below its running mean) at a given place in the
+ego's frame. A driver brakes for the car ahead in the lane and for no car behind or beside;
+the convoy scenarios only ever show the first kind, so this probe measures what simulation
+scores cannot: what the policy does with a hard brake where training never put one. Every
+case is asked at two ego speeds (10 and 25 m/s); a case counts as braked when the larger
+command is above the brake threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from roadsense.envs.observation import (
+    EGO_SCALE,
+    PEER_DIM,
+    PEER_INDEX,
+    PEER_SCALE,
+)
+
+HARD_BRAKE_MPS2 = 7.5
+SPEEDS_MPS = (10.0, 25.0)
+CALM_PEER_M = (25.0, 0.0)
+
+CASES: tuple[tuple[str, float, float, bool], ...] = (
+    # name, ahead (+) / behind (-) m, left (+) m, a driver brakes
+    ("ahead 15 m, in lane", 15.0, 0.0, True),
+    ("ahead 40 m, in lane", 40.0, 0.0, True),
+    ("ahead 80 m, in lane", 80.0, 0.0, True),
+    ("ahead 30 m, 4 m left (GPS error)", 30.0, 4.0, True),
+    ("behind 15 m", -15.0, 0.0, False),
+    ("behind 40 m", -40.0, 0.0, False),
+    ("beside 15 m left", 5.0, 15.0, False),
+    ("beside 20 m right", 10.0, -20.0, False),
+    ("ahead 30 m, 30 m left", 30.0, 30.0, False),
+    ("no hard brake (calm peer only)", float("nan"), float("nan"), False),
+)
+"""The probe's cases; the 4 m case stands for a same-lane car seen through GPS error."""
+
+
+def _peer(long_m: float, lat_m: float, accel_mps2: float) -> np.ndarray:
+    row = np.zeros(PEER_DIM)
+    row[PEER_INDEX["long_offset"]] = long_m
+    row[PEER_INDEX["lat_offset"]] = lat_m
+    row[PEER_INDEX["accel"]] = accel_mps2
+    row[PEER_INDEX["age"]] = 0.05
+    return (row / PEER_SCALE).astype(np.float32)
+
+
+def observation(long_m: float, lat_m: float, speed_mps: float) -> dict[str, np.ndarray]:
+    """The probe's observation for one case (NaN place: the calm peer only)."""
+    rows = [_peer(*CALM_PEER_M, 0.0)]
+    if long_m == long_m:
+        rows.append(_peer(long_m, lat_m, -HARD_BRAKE_MPS2))
+    ego = (np.array([speed_mps, 0.0]) / EGO_SCALE).astype(np.float32)
+    return {"ego": ego, "peers": np.stack(rows)}
+
+
+def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
+                 brake_threshold: float = 0.1,
+                 speeds: Sequence[float] = SPEEDS_MPS) -> dict[str, Any]:
+    """The policy's brake per case (the larger over `speeds`) and the summary: the share of
+    "brake" cases it brakes on and of "no brake" cases it brakes on. Stateful baselines are
+    reset before each observation."""
+    cases = []
+    for name, long_m, lat_m, should in CASES:
+        brakes = []
+        for v in speeds:
+            if hasattr(policy, "reset"):
+                policy.reset()
+            brakes.append(float(np.asarray(policy(observation(long_m, lat_m, v))).ravel()[0]))
+        brake = max(brakes)
+        cases.append({"case": name, "should_brake": should, "brake": brake,
+                      "braked": brake > brake_threshold})
+    want = [c for c in cases if c["should_brake"]]
+    avoid = [c for c in cases if not c["should_brake"]]
+    return {"cases": cases,
+            "ahead_braked": sum(c["braked"] for c in want) / len(want),
+            "elsewhere_braked": sum(c["braked"] for c in avoid) / len(avoid),
+            "passed": all(c["braked"] == c["should_brake"] for c in cases)}
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    """A table of `gating_probe` results, one column per policy."""
+    names = list(results)
+    lines = ["| case | driver | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for i, (case, _, _, should) in enumerate(CASES):
+        cells = [f"{results[n]['cases'][i]['brake']:.2f}" for n in names]
+        lines.append(f"| {case} | {'brake' if should else 'no brake'} | " + " | ".join(cells)
+                     + " |")
+    lines.append("| **passed** | | " + " | ".join(
+        "yes" if results[n]["passed"] else "no" for n in names) + " |")
+    return "\n".join(lines) + "\n"
