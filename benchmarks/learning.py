@@ -73,8 +73,8 @@ def bar_rows(run_dir: Path) -> list[dict]:
                          "<= 2 s", got["longest_brake_s"] <= 2.0))
     gating = (manifest.get("final_gating") or {}).get(name)
     if gating is not None:
-        rows.append(_row("gating probe: brakes for hard brakes ahead in lane", gating["ahead_braked"],
-                         1.0, "1.0", gating["ahead_braked"] == 1.0))
+        rows.append(_row("gating probe: brakes for hard brakes ahead in lane",
+                         gating["ahead_braked"], 1.0, "1.0", gating["ahead_braked"] == 1.0))
         rows.append(_row("gating probe: brakes for hard brakes behind/beside",
                          gating["elsewhere_braked"], 0.0, "0", gating["elsewhere_braked"] == 0.0))
     return rows
