@@ -401,6 +401,9 @@ def test_cli_replays_without_suites_and_rejects_a_bad_file(tmp_path: Path) -> No
     assert set(summary["recordings"][SHARED.stem]["results"]) == {"v2v_rule", "no_assist"}
     assert "| v2v_rule | closed loop | 0.0%" in (tmp_path / "out" / "replay.md").read_text()
     assert (tmp_path / "out" / "run_manifest.json").is_file()
+    gating = (tmp_path / "out" / "gating.md").read_text()  # the gating probe, on by default
+    assert "| behind 15 m | no brake | 0.00 | 0.00 |" in gating
+    assert "| ahead 15 m, in lane | brake | 0.80 | 0.00 |" in gating
     bad = _save(tmp_path, _drop("peer_mask")(_arrays(20)), name="bad")
     done = subprocess.run([*cmd[:5], "--replay", str(bad), "--no-suites", "--out",
                            str(tmp_path / "b")],

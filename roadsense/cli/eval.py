@@ -26,13 +26,17 @@ def app(
     replay: Annotated[list[Path] | None, typer.Option(
         help="real recording (.npz) or a folder of them to replay (repeatable; layout: "
              "recordings/README.md)")] = None,
+    gating: Annotated[bool, typer.Option(
+        help="probe each policy's gating: one hard-braking peer ahead in the lane, behind, "
+             "beside (gating.md)")] = True,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
     baselines: Annotated[bool, typer.Option(help="also run no_assist and v2v_rule")] = True,
     dataset_root: Annotated[Path, typer.Option(help="where datasets live")] = Path("datasets"),
 ) -> None:
     """Evaluate each POLICY on the suites (default: standard-v1 and no-hazard-v1; report.md,
     metrics.parquet, plots) and replay it on every --replay recording (replay.md,
-    replay.json, plots), side by side with both baselines."""
+    replay.json, plots) and on the gating probe (gating.md), side by side with both
+    baselines."""
     from roadsense.eval import load_policy, run_suite, summarize, write_report
     from roadsense.eval.replay import load_recording, recording_paths, replay_report
     from roadsense.eval.report import write_run_manifest
@@ -65,6 +69,12 @@ def app(
         replayed = replay_report(loaded, recordings, out)
         _replay_table(replayed)
         Console().print(f"replay report: {out / 'replay.md'}")
+    if gating:
+        from roadsense.eval.gating import gating_probe, markdown, write_report
+
+        probed = {name: gating_probe(pol) for name, pol in loaded}
+        Console().print(markdown(probed))
+        Console().print(f"gating report: {write_report(probed, out)}")
     write_run_manifest(out, kind="eval", config={
         "policy": policy, "suites": suite_names, "replay": [str(r.path) for r in recordings]},
         eval_suite=suite_names[0] if suite_names else None)

@@ -12,6 +12,7 @@ command is above the brake threshold.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,3 +98,16 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     lines.append("| **passed** | | " + " | ".join(
         "yes" if results[n]["passed"] else "no" for n in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path) -> Path:
+    """`gating.md` in `out_dir`: `markdown(results)` with what the probe asks."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "gating.md"
+    path.write_text(
+        f"# Gating probe\n\nBrake command for one peer reporting a {HARD_BRAKE_MPS2} m/s^2 hard "
+        f"brake at each place, a calm peer {CALM_PEER_M[0]:.0f} m ahead in every case; the ego "
+        f"cruises at {' and '.join(f'{v:.0f}' for v in SPEEDS_MPS)} m/s and the larger command "
+        "counts (`roadsense.eval.gating`).\n\n" + markdown(results))
+    return path

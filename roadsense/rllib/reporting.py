@@ -13,7 +13,7 @@ from typing import Any
 from roadsense.comms import params_version
 from roadsense.eval import load_policy, run_suite, summarize, write_report
 from roadsense.eval.gating import gating_probe
-from roadsense.eval.gating import markdown as gating_markdown
+from roadsense.eval.gating import write_report as write_gating_report
 from roadsense.eval.replay import replay_report
 from roadsense.rllib.run_storage import Storage
 from roadsense.rllib.settings import TrainSettings
@@ -100,12 +100,7 @@ def final_gating(store: Storage, ckpt: Path, brake_threshold: float) -> dict[str
     for spec in (str(ckpt), "v2v_rule"):
         name, policy = load_policy(spec)
         results[name] = gating_probe(policy, brake_threshold=brake_threshold)
-    out = store.local / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gating.md").write_text(
-        "# Gating probe\n\nBrake command for one peer reporting a 7.5 m/s^2 hard brake at each "
-        "place (the ego cruising at 10 and 25 m/s, the larger command; a calm peer 25 m ahead "
-        "in every case). `roadsense.eval.gating`.\n\n" + gating_markdown(results))
+    write_gating_report(results, store.local / "eval")
     return results
 
 
