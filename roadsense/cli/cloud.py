@@ -7,15 +7,19 @@ nothing. Credentials come from the standard AWS chain (and ``AWS_ENDPOINT_URL``)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from roadsense.cloud.sagemaker import ROLE_ENV
+from roadsense.cli.options import plain_option, settings_options, values_for, with_options
+from roadsense.cli.tune import check_gate_options, gate_options
+from roadsense.cloud.sagemaker import TrainingJobSpec, TuningJobSettings
 from roadsense.errors import ConfigError
+from roadsense.options import option
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 sagemaker_app = typer.Typer(
@@ -134,142 +138,63 @@ def push_image(
     console.print(f"image: {plan.image_uri}", highlight=False)
 
 
-def _training_spec(
-    *,
-    job_name: str,
-    image: str,
-    role: str | None,
-    dataset: str,
-    output: str,
-    checkpoints: str,
-    instance_type: str,
-    max_runtime_minutes: int,
-    max_wait_minutes: int | None,
-    spot: bool,
-    input_mode: str,
-    train_args: list[str],
-):
-    from roadsense.cloud.sagemaker import TrainingJobSpec
+@dataclass
+class AwsRequest:
+    """Where a command's AWS request goes, or that it is only printed."""
 
-    return TrainingJobSpec(
-        job_name=job_name,
-        image_uri=image,
-        role_arn=role or "",
-        dataset_uri=dataset,
-        output_uri=output,
-        checkpoint_uri=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=max_wait_minutes,
-        spot=spot,
-        input_mode=input_mode,
-        train_args=list(train_args),
-    )
+    region: str | None = option(None, help="AWS region (default: the AWS chain's).")
+    dry_run: bool = option(False, flags=("--dry-run",), help="Print the request; send nothing.")
 
 
-_ROLE_HELP = "SageMaker execution role ARN."
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @sagemaker_app.command("train", context_settings=_EXTRA)
-def sagemaker_train(
-    ctx: typer.Context,
-    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
-    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
-    output: str = typer.Option(..., help="s3:// prefix for the job's output."),
-    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
-    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
-    job_name: str | None = typer.Option(None, help="Job name (default roadsense-<utc time>)."),
-    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
-    max_runtime_minutes: int = typer.Option(720, help="Hard cap; training stops 10 min before."),
-    max_wait_minutes: int | None = typer.Option(None, help="Spot: runtime + waiting (default 2x)."),
-    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
-    input_mode: str = typer.Option("FastFile", help="Dataset channel mode: FastFile or File."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    settings_options(TrainingJobSpec),
+    settings_options(AwsRequest),
+    [plain_option("job_name", str | None, None, "Job name (default roadsense-<utc time>).")],
+    context=True,
+)
+def sagemaker_train(ctx: typer.Context, **values: Any) -> None:
     """Start a SageMaker training job running `roadsense train --resume` (args after `--`)."""
     from roadsense.cloud import sagemaker
 
-    spec = _training_spec(
-        job_name=job_name or _job_name("roadsense"),
-        image=image,
-        role=role,
-        dataset=dataset,
-        output=output,
-        checkpoints=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=max_wait_minutes,
-        spot=spot,
-        input_mode=input_mode,
-        train_args=ctx.args,
-    )
+    spec = TrainingJobSpec(**values_for(TrainingJobSpec, values) | {
+        "job_name": values["job_name"] or _job_name("roadsense"), "train_args": list(ctx.args)})
+    aws = AwsRequest(**values_for(AwsRequest, values))
     request = sagemaker.build_training_job_request(spec)
-    if dry_run:
+    if aws.dry_run:
         _print_json({"CreateTrainingJob": request})
         return
-    arn = sagemaker.create_training_job(request, region)
+    arn = sagemaker.create_training_job(request, aws.region)
     typer.echo(arn)
 
 
 @sagemaker_app.command("tune")
-def sagemaker_tune(
-    hp_range: Annotated[list[str], typer.Option("--range", help="NAME=MIN:MAX[:log], repeat.")],
-    phase1: str | None = typer.Option(None, help="Phase 1 run dir or run_manifest.json."),
-    force: bool = typer.Option(False, "--force", help="Tune even if the gate refuses."),
-    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
-    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
-    output: str = typer.Option(..., help="s3:// prefix for the jobs' output."),
-    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
-    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
-    job_name: str | None = typer.Option(None, help="Tuning job name (<= 32 characters)."),
-    objective: str = typer.Option(
-        "validation/score", help="Metric parsed from the log (last value; validation/score: "
-        "collision + false-braking rate of the picked checkpoint, minimised)."),
-    maximize: bool = typer.Option(False, "--maximize", help="Maximize (default: minimize)."),
-    max_jobs: int = typer.Option(8, help="Training jobs in total."),
-    max_parallel: int = typer.Option(2, help="Training jobs at a time."),
-    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
-    max_runtime_minutes: int = typer.Option(720, help="Hard cap per training job."),
-    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    settings_options(TuningJobSettings),
+    gate_options(),
+    settings_options(TrainingJobSpec),
+    settings_options(AwsRequest),
+    [plain_option("job_name", str | None, None, "Tuning job name (<= 32 characters; default "
+                  "rs-tune-<utc time>).")],
+)
+def sagemaker_tune(**values: Any) -> None:
     """Start a SageMaker hyperparameter tuning job, only through the Phase 1 stability gate."""
-    from roadsense.cli.tune import check_gate
     from roadsense.cloud import sagemaker
 
-    gate, forced = check_gate(phase1, force=force)
-    name = job_name or _job_name("rs-tune")[:32]
-    spec = _training_spec(
-        job_name=name,
-        image=image,
-        role=role,
-        dataset=dataset,
-        output=output,
-        checkpoints=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=None,
-        spot=spot,
-        input_mode="FastFile",
-        train_args=[],
-    )
-    request = sagemaker.build_tuning_job_request(
-        spec,
-        tuning_job_name=name,
-        ranges=hp_range,
-        objective_metric=objective,
-        objective_type="Maximize" if maximize else "Minimize",
-        max_jobs=max_jobs,
-        max_parallel=max_parallel,
-    )
+    gate, forced = check_gate_options(values)
+    name = values["job_name"] or _job_name("rs-tune")[:32]
+    spec = TrainingJobSpec(**values_for(TrainingJobSpec, values) | {"job_name": name})
+    tuning = TuningJobSettings(**values_for(TuningJobSettings, values) | {"name": name})
+    aws = AwsRequest(**values_for(AwsRequest, values))
+    request = sagemaker.build_tuning_job_request(spec, tuning)
     request["Tags"] += [
         {"Key": "roadsense:gate-forced", "Value": str(forced).lower()},
         {"Key": "roadsense:phase1-run", "Value": str(gate.run_id if gate else None)},
     ]
-    if dry_run:
+    if aws.dry_run:
         _print_json(
             {
                 "CreateHyperParameterTuningJob": request,
@@ -278,4 +203,4 @@ def sagemaker_tune(
             }
         )
         return
-    typer.echo(sagemaker.create_tuning_job(request, region))
+    typer.echo(sagemaker.create_tuning_job(request, aws.region))
