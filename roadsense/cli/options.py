@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
-from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 
 import typer
 from typer.models import OptionInfo
@@ -102,8 +102,3 @@ def values_for(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in names}
 
-
-def is_option(annotation: Any) -> bool:
-    """Whether `annotation` is ``Annotated[..., typer.Option(...)]``."""
-    return get_origin(annotation) is Annotated and any(
-        isinstance(a, OptionInfo) for a in get_args(annotation))
