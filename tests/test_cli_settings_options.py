@@ -20,6 +20,7 @@ from roadsense.cli import cloud as cloud_cli
 from roadsense.cli import tune as tune_cli
 from roadsense.cli.options import settings_options, with_options
 from roadsense.cli.train import _setting_parameters
+from roadsense.cloud.budget import build_budget_request
 from roadsense.cloud.gate import StabilityCriteria
 from roadsense.cloud.sagemaker import TrainingJobSpec, TuningJobSettings
 from roadsense.cloud.sweep import SweepSettings
@@ -188,3 +189,18 @@ def test_defaults_reach_the_settings(tmp_path: Path, monkeypatch):
                                         "MaxParallelTrainingJobs": tuning.max_parallel}
     assert config["HyperParameterTuningJobObjective"] == {
         "Type": tuning.objective_type, "MetricName": tuning.objective_metric}
+
+
+def test_every_cloud_command_shares_the_aws_request_options():
+    """--dry-run and --region mean one thing in every `roadsense cloud` command: AwsRequest's."""
+    fields_ = _option_fields(cloud_cli.AwsRequest)
+    for path in [("cloud", "budget"), ("cloud", "sagemaker", "push-image"),
+                 ("cloud", "sagemaker", "train"), ("cloud", "sagemaker", "tune")]:
+        params = {p.name: p for p in _command(path).params}
+        for name in set(params) & set(fields_):
+            assert params[name].default == fields_[name].default
+            assert params[name].help == fields_[name].metadata["cli"]["help"], (path, name)
+        assert "dry_run" in params, path
+    budget = {p.name: p for p in _command(("cloud", "budget")).params}
+    assert budget["alert_percent"].default == \
+        inspect.signature(build_budget_request).parameters["alert_percent"].default

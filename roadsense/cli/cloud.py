@@ -6,6 +6,7 @@ nothing. Credentials come from the standard AWS chain (and ``AWS_ENDPOINT_URL``)
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from roadsense.cli.options import plain_option, settings_options, values_for, with_options
 from roadsense.cli.tune import check_gate_options, gate_options
+from roadsense.cloud.budget import build_budget_request
 from roadsense.cloud.sagemaker import TrainingJobSpec, TuningJobSettings
 from roadsense.errors import ConfigError
 from roadsense.options import option
@@ -30,10 +32,16 @@ app.add_typer(sagemaker_app, name="sagemaker")
 console = Console(stderr=True, soft_wrap=True)
 DEFAULT_CLUSTER = Path("cluster.yaml")
 HERE = Path(".")
+_REQUIRED = inspect.Parameter.empty
 
 
 def _print_json(data: dict) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _default(func: Any, name: str) -> Any:
+    """The default of keyword `name` of `func` (so a command does not repeat it)."""
+    return inspect.signature(func).parameters[name].default
 
 
 def _job_name(prefix: str) -> str:
@@ -61,15 +69,26 @@ def validate(
     console.print(f"{cluster_yaml}: ok (Ray's checks and ours)", highlight=False)
 
 
+@dataclass
+class AwsRequest:
+    """Where a command's AWS request goes, or that it is only printed."""
+
+    region: str | None = option(None, help="AWS region (default: the AWS chain's).")
+    dry_run: bool = option(False, flags=("--dry-run",), help="Print the request; send nothing.")
+
+
 @app.command()
-def budget(
-    limit_usd: float = typer.Option(..., "--limit-usd", help="Monthly cost limit in USD."),
-    email: str = typer.Option(..., "--email", help="Address that receives the alerts."),
-    name: str = typer.Option("roadsense-monthly", "--name", help="Budget name."),
-    alert_percent: float = typer.Option(80.0, help="Alert when actual spend passes this %."),
-    account: str | None = typer.Option(None, help="Account id (default: the caller's, STS)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    [plain_option("limit_usd", float, _REQUIRED, "Monthly cost limit in USD.", "--limit-usd"),
+     plain_option("email", str, _REQUIRED, "Address that receives the alerts.", "--email"),
+     plain_option("name", str, "roadsense-monthly", "Budget name.", "--name"),
+     plain_option("alert_percent", float, _default(build_budget_request, "alert_percent"),
+                  "Alert when actual spend passes this %."),
+     plain_option("account", str | None, None, "Account id (default: the caller's, STS).")],
+    settings_options(AwsRequest, only=("dry_run",)),
+)
+def budget(*, limit_usd: float, email: str, name: str, alert_percent: float,
+           account: str | None, dry_run: bool) -> None:
     """Create an AWS Budgets monthly cost budget with e-mail alerts (actual and forecast)."""
     from roadsense.cloud import budget as budgets
 
@@ -90,16 +109,16 @@ def budget(
 
 
 @sagemaker_app.command("push-image")
-def push_image(
-    repository: str = typer.Option("roadsense", help="ECR repository name."),
-    tag: str | None = typer.Option(None, help="Image tag (default: <version>-<git commit>)."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    context: Annotated[Path, typer.Option(help="Docker build context (repository root).")] = HERE,
-    print_only: bool = typer.Option(
-        False, "--print-only", help="Create the repository; print the docker commands only."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    [plain_option("repository", str, "roadsense", "ECR repository name."),
+     plain_option("tag", str | None, None, "Image tag (default: <version>-<git commit>)."),
+     plain_option("context", Path, HERE, "Docker build context (repository root)."),
+     plain_option("print_only", bool, False, "Create the repository; print the docker commands "
+                  "only.", "--print-only")],
+    settings_options(AwsRequest),
+)
+def push_image(*, repository: str, tag: str | None, context: Path, print_only: bool,
+               region: str | None, dry_run: bool) -> None:
     """Create the ECR repository and push the image (or print the docker commands)."""
     from roadsense import __version__
     from roadsense.cloud import ecr
@@ -136,14 +155,6 @@ def push_image(
     for line in ecr.format_commands(plan, context):
         typer.echo(line)
     console.print(f"image: {plan.image_uri}", highlight=False)
-
-
-@dataclass
-class AwsRequest:
-    """Where a command's AWS request goes, or that it is only printed."""
-
-    region: str | None = option(None, help="AWS region (default: the AWS chain's).")
-    dry_run: bool = option(False, flags=("--dry-run",), help="Print the request; send nothing.")
 
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
