@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from roadsense import run_manifest
-from roadsense.cloud.sagemaker import TrainingJobSpec, build_tuning_job_request
+from roadsense.cloud.sagemaker import TrainingJobSpec, TuningJobSettings, build_tuning_job_request
 from scenario_factory import GeneratorSettings, generate_dataset
 
 pytestmark = pytest.mark.slow
@@ -166,7 +166,7 @@ def test_entrypoint_meets_sagemakers_contract(opt_ml: Path):
         TrainingJobSpec(job_name="roadsense-tune", image_uri="1.dkr.ecr.x/roadsense:1",
                         role_arn="arn:aws:iam::000000000000:role/r", dataset_uri="s3://b/d",
                         output_uri="s3://b/o", checkpoint_uri="s3://b/c"),
-        tuning_job_name="roadsense-tune", ranges=["lr=1e-5:1e-3:log"])
+        TuningJobSettings(name="roadsense-tune", ranges=["lr=1e-5:1e-3:log"]))
     (metric,) = request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"]
     assert metric["Name"] == HYPERPARAMETERS["_tuning_objective_metric"]
     values = [float(v) for v in re.findall(metric["Regex"], first.stdout)]

@@ -6,16 +6,22 @@ nothing. Credentials come from the standard AWS chain (and ``AWS_ENDPOINT_URL``)
 
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from roadsense.cloud.sagemaker import ROLE_ENV
+from roadsense.cli.options import plain_option, settings_options, values_for, with_options
+from roadsense.cli.tune import check_gate_options, gate_options
+from roadsense.cloud.budget import build_budget_request
+from roadsense.cloud.sagemaker import TrainingJobSpec, TuningJobSettings
 from roadsense.errors import ConfigError
+from roadsense.options import option
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 sagemaker_app = typer.Typer(
@@ -26,10 +32,16 @@ app.add_typer(sagemaker_app, name="sagemaker")
 console = Console(stderr=True, soft_wrap=True)
 DEFAULT_CLUSTER = Path("cluster.yaml")
 HERE = Path(".")
+_REQUIRED = inspect.Parameter.empty
 
 
 def _print_json(data: dict) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _default(func: Any, name: str) -> Any:
+    """The default of keyword `name` of `func` (so a command does not repeat it)."""
+    return inspect.signature(func).parameters[name].default
 
 
 def _job_name(prefix: str) -> str:
@@ -57,15 +69,26 @@ def validate(
     console.print(f"{cluster_yaml}: ok (Ray's checks and ours)", highlight=False)
 
 
+@dataclass
+class AwsRequest:
+    """Where a command's AWS request goes, or that it is only printed."""
+
+    region: str | None = option(None, help="AWS region (default: the AWS chain's).")
+    dry_run: bool = option(False, flags=("--dry-run",), help="Print the request; send nothing.")
+
+
 @app.command()
-def budget(
-    limit_usd: float = typer.Option(..., "--limit-usd", help="Monthly cost limit in USD."),
-    email: str = typer.Option(..., "--email", help="Address that receives the alerts."),
-    name: str = typer.Option("roadsense-monthly", "--name", help="Budget name."),
-    alert_percent: float = typer.Option(80.0, help="Alert when actual spend passes this %."),
-    account: str | None = typer.Option(None, help="Account id (default: the caller's, STS)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    [plain_option("limit_usd", float, _REQUIRED, "Monthly cost limit in USD.", "--limit-usd"),
+     plain_option("email", str, _REQUIRED, "Address that receives the alerts.", "--email"),
+     plain_option("name", str, "roadsense-monthly", "Budget name.", "--name"),
+     plain_option("alert_percent", float, _default(build_budget_request, "alert_percent"),
+                  "Alert when actual spend passes this %."),
+     plain_option("account", str | None, None, "Account id (default: the caller's, STS).")],
+    settings_options(AwsRequest, only=("dry_run",)),
+)
+def budget(*, limit_usd: float, email: str, name: str, alert_percent: float,
+           account: str | None, dry_run: bool) -> None:
     """Create an AWS Budgets monthly cost budget with e-mail alerts (actual and forecast)."""
     from roadsense.cloud import budget as budgets
 
@@ -86,16 +109,16 @@ def budget(
 
 
 @sagemaker_app.command("push-image")
-def push_image(
-    repository: str = typer.Option("roadsense", help="ECR repository name."),
-    tag: str | None = typer.Option(None, help="Image tag (default: <version>-<git commit>)."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    context: Annotated[Path, typer.Option(help="Docker build context (repository root).")] = HERE,
-    print_only: bool = typer.Option(
-        False, "--print-only", help="Create the repository; print the docker commands only."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    [plain_option("repository", str, "roadsense", "ECR repository name."),
+     plain_option("tag", str | None, None, "Image tag (default: <version>-<git commit>)."),
+     plain_option("context", Path, HERE, "Docker build context (repository root)."),
+     plain_option("print_only", bool, False, "Create the repository; print the docker commands "
+                  "only.", "--print-only")],
+    settings_options(AwsRequest),
+)
+def push_image(*, repository: str, tag: str | None, context: Path, print_only: bool,
+               region: str | None, dry_run: bool) -> None:
     """Create the ECR repository and push the image (or print the docker commands)."""
     from roadsense import __version__
     from roadsense.cloud import ecr
@@ -134,142 +157,55 @@ def push_image(
     console.print(f"image: {plan.image_uri}", highlight=False)
 
 
-def _training_spec(
-    *,
-    job_name: str,
-    image: str,
-    role: str | None,
-    dataset: str,
-    output: str,
-    checkpoints: str,
-    instance_type: str,
-    max_runtime_minutes: int,
-    max_wait_minutes: int | None,
-    spot: bool,
-    input_mode: str,
-    train_args: list[str],
-):
-    from roadsense.cloud.sagemaker import TrainingJobSpec
-
-    return TrainingJobSpec(
-        job_name=job_name,
-        image_uri=image,
-        role_arn=role or "",
-        dataset_uri=dataset,
-        output_uri=output,
-        checkpoint_uri=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=max_wait_minutes,
-        spot=spot,
-        input_mode=input_mode,
-        train_args=list(train_args),
-    )
-
-
-_ROLE_HELP = "SageMaker execution role ARN."
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @sagemaker_app.command("train", context_settings=_EXTRA)
-def sagemaker_train(
-    ctx: typer.Context,
-    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
-    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
-    output: str = typer.Option(..., help="s3:// prefix for the job's output."),
-    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
-    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
-    job_name: str | None = typer.Option(None, help="Job name (default roadsense-<utc time>)."),
-    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
-    max_runtime_minutes: int = typer.Option(720, help="Hard cap; training stops 10 min before."),
-    max_wait_minutes: int | None = typer.Option(None, help="Spot: runtime + waiting (default 2x)."),
-    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
-    input_mode: str = typer.Option("FastFile", help="Dataset channel mode: FastFile or File."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    settings_options(TrainingJobSpec),
+    settings_options(AwsRequest),
+    [plain_option("job_name", str | None, None, "Job name (default roadsense-<utc time>).")],
+    context=True,
+)
+def sagemaker_train(ctx: typer.Context, **values: Any) -> None:
     """Start a SageMaker training job running `roadsense train --resume` (args after `--`)."""
     from roadsense.cloud import sagemaker
 
-    spec = _training_spec(
-        job_name=job_name or _job_name("roadsense"),
-        image=image,
-        role=role,
-        dataset=dataset,
-        output=output,
-        checkpoints=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=max_wait_minutes,
-        spot=spot,
-        input_mode=input_mode,
-        train_args=ctx.args,
-    )
+    spec = TrainingJobSpec(**values_for(TrainingJobSpec, values) | {
+        "job_name": values["job_name"] or _job_name("roadsense"), "train_args": list(ctx.args)})
+    aws = AwsRequest(**values_for(AwsRequest, values))
     request = sagemaker.build_training_job_request(spec)
-    if dry_run:
+    if aws.dry_run:
         _print_json({"CreateTrainingJob": request})
         return
-    arn = sagemaker.create_training_job(request, region)
+    arn = sagemaker.create_training_job(request, aws.region)
     typer.echo(arn)
 
 
 @sagemaker_app.command("tune")
-def sagemaker_tune(
-    hp_range: Annotated[list[str], typer.Option("--range", help="NAME=MIN:MAX[:log], repeat.")],
-    phase1: str | None = typer.Option(None, help="Phase 1 run dir or run_manifest.json."),
-    force: bool = typer.Option(False, "--force", help="Tune even if the gate refuses."),
-    image: str = typer.Option(..., help="Training image URI in ECR (pinned tag or digest)."),
-    dataset: str = typer.Option(..., help="Dataset s3:// prefix (the input channel)."),
-    output: str = typer.Option(..., help="s3:// prefix for the jobs' output."),
-    checkpoints: str = typer.Option(..., help="s3:// prefix for checkpoints (spot resume)."),
-    role: str | None = typer.Option(None, envvar=ROLE_ENV, help=_ROLE_HELP),
-    job_name: str | None = typer.Option(None, help="Tuning job name (<= 32 characters)."),
-    objective: str = typer.Option(
-        "validation/score", help="Metric parsed from the log (last value; validation/score: "
-        "collision + false-braking rate of the picked checkpoint, minimised)."),
-    maximize: bool = typer.Option(False, "--maximize", help="Maximize (default: minimize)."),
-    max_jobs: int = typer.Option(8, help="Training jobs in total."),
-    max_parallel: int = typer.Option(2, help="Training jobs at a time."),
-    instance_type: str = typer.Option("ml.c5.4xlarge", help="Instance type."),
-    max_runtime_minutes: int = typer.Option(720, help="Hard cap per training job."),
-    spot: bool = typer.Option(True, "--spot/--no-spot", help="Managed spot training."),
-    region: str | None = typer.Option(None, help="AWS region (default: the AWS chain's)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request; send nothing."),
-) -> None:
+@with_options(
+    settings_options(TuningJobSettings),
+    gate_options(),
+    settings_options(TrainingJobSpec),
+    settings_options(AwsRequest),
+    [plain_option("job_name", str | None, None, "Tuning job name (<= 32 characters; default "
+                  "rs-tune-<utc time>).")],
+)
+def sagemaker_tune(**values: Any) -> None:
     """Start a SageMaker hyperparameter tuning job, only through the Phase 1 stability gate."""
-    from roadsense.cli.tune import check_gate
     from roadsense.cloud import sagemaker
 
-    gate, forced = check_gate(phase1, force=force)
-    name = job_name or _job_name("rs-tune")[:32]
-    spec = _training_spec(
-        job_name=name,
-        image=image,
-        role=role,
-        dataset=dataset,
-        output=output,
-        checkpoints=checkpoints,
-        instance_type=instance_type,
-        max_runtime_minutes=max_runtime_minutes,
-        max_wait_minutes=None,
-        spot=spot,
-        input_mode="FastFile",
-        train_args=[],
-    )
-    request = sagemaker.build_tuning_job_request(
-        spec,
-        tuning_job_name=name,
-        ranges=hp_range,
-        objective_metric=objective,
-        objective_type="Maximize" if maximize else "Minimize",
-        max_jobs=max_jobs,
-        max_parallel=max_parallel,
-    )
+    gate, forced = check_gate_options(values)
+    name = values["job_name"] or _job_name("rs-tune")[:32]
+    spec = TrainingJobSpec(**values_for(TrainingJobSpec, values) | {"job_name": name})
+    tuning = TuningJobSettings(**values_for(TuningJobSettings, values) | {"name": name})
+    aws = AwsRequest(**values_for(AwsRequest, values))
+    request = sagemaker.build_tuning_job_request(spec, tuning)
     request["Tags"] += [
         {"Key": "roadsense:gate-forced", "Value": str(forced).lower()},
         {"Key": "roadsense:phase1-run", "Value": str(gate.run_id if gate else None)},
     ]
-    if dry_run:
+    if aws.dry_run:
         _print_json(
             {
                 "CreateHyperParameterTuningJob": request,
@@ -278,4 +214,4 @@ def sagemaker_tune(
             }
         )
         return
-    typer.echo(sagemaker.create_tuning_job(request, region))
+    typer.echo(sagemaker.create_tuning_job(request, aws.region))

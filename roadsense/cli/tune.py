@@ -1,20 +1,26 @@
 """`roadsense tune`: Ray Tune sweeps, only after a stable Phase 1 run (or with --force).
 
 The stability gate runs first, before anything imports Ray: a refused sweep costs nothing.
-`app` is a single command (the root CLI mounts it as `roadsense tune`).
+`app` is a single command (the root CLI mounts it as `roadsense tune`); its options come from
+`SweepSettings`, `GateChoice` and `StabilityCriteria` (`roadsense.cli.options`), so each default
+lives in its dataclass.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from datetime import UTC, datetime
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from roadsense.cli.options import plain_option, settings_options, values_for, with_options
 from roadsense.cloud.gate import GateResult, StabilityCriteria, load_run_manifest, require_stable
+from roadsense.cloud.sweep import SweepSettings
 from roadsense.errors import ConfigError
+from roadsense.options import option
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -59,61 +65,57 @@ def parse_settings(items: list[str]) -> dict:
     return out
 
 
-def app(
-    storage: str = typer.Option(..., help="Results/checkpoints root: local dir or s3://..."),
-    phase1: str | None = typer.Option(None, help="Phase 1 run dir or run_manifest.json."),
-    force: bool = typer.Option(False, "--force", help="Sweep even if the gate refuses."),
-    name: str | None = typer.Option(None, help="Sweep name (default tune-<utc time>)."),
-    space: str = typer.Option("phase1", help="Search space: phase1, phase1-batch (ASHA only), "
-                              "smoke (roadsense.cloud.sweep.SPACES)."),
-    scheduler: str = typer.Option("asha", help="asha or pbt."),
-    num_samples: int = typer.Option(8, help="Trials."),
-    max_iterations: int = typer.Option(50, help="Training iterations per trial."),
-    grace_period: int = typer.Option(5, help="ASHA grace period / PBT interval (iterations)."),
-    metric: str = typer.Option("validation/score", help="Metric to optimise (reported at "
-                               "each validation: collision + false-braking rate)."),
-    mode: str = typer.Option("min", help="max or min."),
-    max_runtime_minutes: float = typer.Option(240.0, help="Trials checkpoint and stop after."),
-    seed: int = typer.Option(0, help="Base seed."),
-    address: str | None = typer.Option(None, help="Ray address (`auto` on the cluster)."),
-    fixed: Annotated[
-        list[str] | None, typer.Option(
-            "--set", help="KEY=JSON `roadsense train` setting (TrainSettings field) of every "
-            "trial, e.g. dataset_dir, num_env_runners; repeat.")
-    ] = None,
-    last_k: int = typer.Option(3, help="Gate: validations compared."),
-    collision_band: float = typer.Option(0.05, help="Gate: max spread of collision_rate."),
-    false_brake_band: float = typer.Option(0.05, help="Gate: max spread of false_brake_rate."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check the gate, print the manifest."),
-) -> None:
+GATE_CRITERIA_HELP = {
+    "last_k": "Gate: validations compared.",
+    "collision_band": "Gate: max spread of collision_rate.",
+    "false_brake_band": "Gate: max spread of false_brake_rate.",
+}
+"""The `StabilityCriteria` fields offered as options (their defaults stay in the dataclass)."""
+
+
+@dataclass
+class GateChoice:
+    """Which Phase 1 run the stability gate reads, and whether its refusal may be overridden."""
+
+    phase1: str | None = option(None, help="Phase 1 run dir or run_manifest.json.")
+    force: bool = option(False, flags=("--force",), help="Go ahead even if the gate refuses.")
+
+
+def gate_options() -> list[inspect.Parameter]:
+    """The gate's options of every gated command: `GateChoice` and the criteria."""
+    return (settings_options(GateChoice)
+            + settings_options(StabilityCriteria, help=GATE_CRITERIA_HELP))
+
+
+def check_gate_options(values: dict[str, Any]) -> tuple[GateResult | None, bool]:
+    """`check_gate` on the values of `gate_options`."""
+    choice = GateChoice(**values_for(GateChoice, values))
+    criteria = StabilityCriteria(**{k: values[k] for k in GATE_CRITERIA_HELP})
+    return check_gate(choice.phase1, force=choice.force, criteria=criteria)
+
+
+@with_options(
+    settings_options(SweepSettings),
+    gate_options(),
+    [plain_option("fixed", list[str] | None, None, "KEY=JSON `roadsense train` setting "
+                  "(TrainSettings field) of every trial, e.g. dataset_dir, num_env_runners; "
+                  "repeat.", "--set"),
+     plain_option("dry_run", bool, False, "Check the gate, print the manifest.", "--dry-run")],
+)
+def app(**values: Any) -> None:
     """Ray Tune sweep (ASHA/PBT) of `roadsense train`'s trainer, gated on Phase 1 stability."""
-    criteria = StabilityCriteria(
-        last_k=last_k, collision_band=collision_band, false_brake_band=false_brake_band
-    )
-    gate, forced = check_gate(phase1, force=force, criteria=criteria)
+    gate, forced = check_gate_options(values)
+    phase1 = values["phase1"]
     phase1_manifest = load_run_manifest(phase1)[1] if phase1 is not None else None
 
-    from roadsense.cloud.sweep import SweepSettings, run_sweep, sweep_manifest
+    from roadsense.cloud.sweep import run_sweep, sweep_manifest
     from roadsense.provenance import git_commit
 
-    settings = SweepSettings(
-        storage=storage,
-        name=name or f"tune-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
-        space=space,
-        scheduler=scheduler,
-        num_samples=num_samples,
-        max_iterations=max_iterations,
-        grace_period=grace_period,
-        metric=metric,
-        mode=mode,
-        max_runtime_minutes=max_runtime_minutes,
-        seed=seed,
-        address=address,
-        base_config=parse_settings(fixed or []),
-    )
+    settings = SweepSettings(**values_for(SweepSettings, values),
+                             base_config=parse_settings(values["fixed"] or []))
     settings.validate()
     commit = git_commit() or "unknown"
-    if dry_run:
+    if values["dry_run"]:
         manifest = sweep_manifest(
             settings, gate=gate, forced=forced, phase1=phase1_manifest, git_commit=commit
         )

@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass, field
 
 from roadsense.cloud.aws import aws_error, client, is_s3_uri
+from roadsense.cloud.sweep import OBJECTIVE
 from roadsense.errors import ConfigError
+from roadsense.options import option
 
 log = logging.getLogger(__name__)
 
@@ -28,42 +30,50 @@ ENTRYPOINT = "/opt/roadsense-entrypoint.sh"
 """docker/entrypoint.sh inside the image (docker/Dockerfile)."""
 DATASET_CHANNEL = "dataset"
 DATASET_DIR = f"/opt/ml/input/data/{DATASET_CHANNEL}"
-INPUT_MODES = ("File", "FastFile")
+INPUT_MODES = ("FastFile", "File")
 ROLE_ENV = "ROADSENSE_SAGEMAKER_ROLE"
 """Environment variable read for the execution role ARN when no flag is given."""
+GRACE_MINUTES = 10
+"""Training checkpoints and stops this long before a job's hard cap."""
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingJobSpec:
-    """Everything a SageMaker training job of ours needs; validated by `validate()`."""
+    """Everything a SageMaker training job of ours needs; validated by `validate()`. The fields
+    made with `option` are the options of `roadsense cloud sagemaker train` and `... tune`."""
 
     job_name: str
     """Unique job name (letters, digits, hyphens; at most 63 characters)."""
-    image_uri: str
+    image_uri: str = option(flags=("--image",),
+                            help="Training image URI in ECR (pinned tag or digest).")
     """The training image in ECR, pinned by tag or digest."""
-    role_arn: str
-    """Execution role ARN (from --role or ROADSENSE_SAGEMAKER_ROLE; never hard-coded)."""
-    dataset_uri: str
+    dataset_uri: str = option(flags=("--dataset",),
+                              help="Dataset s3:// prefix (the input channel).")
     """s3:// prefix of the dataset (manifest.json + scenarios)."""
-    output_uri: str
+    output_uri: str = option(flags=("--output",), help="s3:// prefix for the jobs' output.")
     """s3:// prefix where SageMaker writes the job's output (model.tar.gz)."""
-    checkpoint_uri: str
+    checkpoint_uri: str = option(flags=("--checkpoints",),
+                                 help="s3:// prefix for checkpoints (spot resume).")
     """s3:// prefix mirrored to /opt/ml/checkpoints: checkpoints + run manifest; spot resume."""
-    instance_type: str = "ml.c5.4xlarge"
+    role_arn: str | None = option(None, flags=("--role",), envvar=ROLE_ENV,
+                                  help="SageMaker execution role ARN.")
+    """Execution role ARN (from --role or ROADSENSE_SAGEMAKER_ROLE; never hard-coded)."""
+    instance_type: str = option("ml.c5.4xlarge", help="Instance type.")
     """CPU instance: SUMO rollouts are CPU-bound."""
     instance_count: int = 1
     volume_gb: int = 50
-    max_runtime_minutes: int = 720
+    max_runtime_minutes: int = option(720, help=f"Hard cap per training job; training "
+                                      f"checkpoints and stops {GRACE_MINUTES} min before.")
     """Hard cap on billed training time (SageMaker stops the job)."""
-    max_wait_minutes: int | None = None
+    max_wait_minutes: int | None = option(None, help="Spot: runtime + waiting (default 2x).")
     """Spot only: runtime plus time waiting for spot capacity (default twice the runtime)."""
-    grace_minutes: int = 10
+    grace_minutes: int = GRACE_MINUTES
     """Training checkpoints and stops this long before the hard cap."""
-    spot: bool = True
-    input_mode: str = "FastFile"
+    spot: bool = option(True, flags=("--spot/--no-spot",), help="Managed spot training.")
+    input_mode: str = option("FastFile", help=f"Dataset channel mode: {' or '.join(INPUT_MODES)}.")
     train_args: list[str] = field(default_factory=list)
     """Extra arguments appended to `roadsense train`."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -223,18 +233,44 @@ def parse_range(text: str) -> tuple[str, dict]:
     return kind, {"Name": name, "MinValue": parts[0], "MaxValue": parts[1], "ScalingType": scaling}
 
 
-def build_tuning_job_request(
-    spec: TrainingJobSpec,
-    *,
-    tuning_job_name: str,
-    ranges: list[str],
-    objective_metric: str = "validation/score",
-    objective_type: str = "Minimize",
-    max_jobs: int = 8,
-    max_parallel: int = 2,
-    strategy: str = "Bayesian",
-) -> dict:
-    """CreateHyperParameterTuningJob for `spec` over `ranges` (only after the stability gate).
+@dataclass(kw_only=True)
+class TuningJobSettings:
+    """What a SageMaker hyperparameter tuning job searches, what for, and how many training jobs
+    it runs; the fields made with `option` are options of `roadsense cloud sagemaker tune`."""
+
+    name: str
+    """Tuning job name (letters, digits, hyphens; at most 32 characters)."""
+    ranges: list[str] = option(flags=("--range",), help="NAME=MIN:MAX[:log], repeat.")
+    """Hyperparameter ranges, ``NAME=MIN:MAX[:log|:linear]`` (`parse_range`)."""
+    objective_metric: str = option(OBJECTIVE, flags=("--objective",), help="Metric parsed from "
+                                   "the log (last value; validation/score: collision + "
+                                   "false-braking rate of the picked checkpoint, minimised).")
+    maximize: bool = option(False, flags=("--maximize",), help="Maximize (default: minimize).")
+    max_jobs: int = option(8, help="Training jobs in total.")
+    max_parallel: int = option(2, help="Training jobs at a time.")
+    strategy: str = "Bayesian"
+
+    @property
+    def objective_type(self) -> str:
+        return "Maximize" if self.maximize else "Minimize"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field and the fix."""
+        if not _JOB_NAME.match(self.name) or len(self.name) > 32:
+            raise ConfigError(
+                f"tuning job name {self.name!r} is invalid",
+                fix="use letters, digits and hyphens, at most 32 characters",
+            )
+        if not self.ranges:
+            raise ConfigError("no hyperparameter ranges", fix="pass --range NAME=MIN:MAX[:log]")
+        if self.max_parallel < 1 or self.max_jobs < self.max_parallel:
+            raise ConfigError(f"max_jobs={self.max_jobs}, max_parallel={self.max_parallel}",
+                              fix="1 <= parallel <= jobs")
+
+
+def build_tuning_job_request(spec: TrainingJobSpec, tuning: TuningJobSettings) -> dict:
+    """CreateHyperParameterTuningJob for `spec` over `tuning.ranges` (only after the stability
+    gate).
 
     Tuning jobs start the image as ``<image> train``; docker/entrypoint.sh turns SageMaker's
     hyperparameters.json into `roadsense train --KEY VALUE` arguments. The objective is parsed
@@ -244,25 +280,13 @@ def build_tuning_job_request(
     checkpoints under its own job name (docker/entrypoint.sh), so none resumes another's run.
     """
     spec.validate()
-    if not _JOB_NAME.match(tuning_job_name) or len(tuning_job_name) > 32:
-        raise ConfigError(
-            f"tuning job name {tuning_job_name!r} is invalid",
-            fix="use letters, digits and hyphens, at most 32 characters",
-        )
-    if not ranges:
-        raise ConfigError("no hyperparameter ranges", fix="pass --range NAME=MIN:MAX[:log]")
-    if objective_type not in ("Minimize", "Maximize"):
-        raise ConfigError(f"objective type {objective_type!r}", fix="use Minimize or Maximize")
-    if max_parallel < 1 or max_jobs < max_parallel:
-        raise ConfigError(
-            f"max_jobs={max_jobs}, max_parallel={max_parallel}", fix="1 <= parallel <= jobs"
-        )
+    tuning.validate()
     parameter_ranges: dict[str, list] = {
         "ContinuousParameterRanges": [],
         "IntegerParameterRanges": [],
         "CategoricalParameterRanges": [],
     }
-    for text in ranges:
+    for text in tuning.ranges:
         kind, rng = parse_range(text)
         parameter_ranges[kind].append(rng)
     training = build_training_job_request(spec)
@@ -272,7 +296,8 @@ def build_tuning_job_request(
             "TrainingImage": spec.image_uri,
             "TrainingInputMode": spec.input_mode,
             "MetricDefinitions": [
-                {"Name": objective_metric, "Regex": re.escape(objective_metric) + r"=([0-9.eE+-]+)"}
+                {"Name": tuning.objective_metric,
+                 "Regex": re.escape(tuning.objective_metric) + r"=([0-9.eE+-]+)"}
             ],
         },
         "RoleArn": spec.role_arn,
@@ -286,16 +311,16 @@ def build_tuning_job_request(
         "Environment": training["Environment"],
     }
     return {
-        "HyperParameterTuningJobName": tuning_job_name,
+        "HyperParameterTuningJobName": tuning.name,
         "HyperParameterTuningJobConfig": {
-            "Strategy": strategy,
+            "Strategy": tuning.strategy,
             "HyperParameterTuningJobObjective": {
-                "Type": objective_type,
-                "MetricName": objective_metric,
+                "Type": tuning.objective_type,
+                "MetricName": tuning.objective_metric,
             },
             "ResourceLimits": {
-                "MaxNumberOfTrainingJobs": max_jobs,
-                "MaxParallelTrainingJobs": max_parallel,
+                "MaxNumberOfTrainingJobs": tuning.max_jobs,
+                "MaxParallelTrainingJobs": tuning.max_parallel,
             },
             "ParameterRanges": parameter_ranges,
         },

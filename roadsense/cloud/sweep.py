@@ -40,6 +40,8 @@ from typing import Any
 from roadsense.cloud.aws import join_uri, write_json
 from roadsense.cloud.gate import MANIFEST_NAME, GateResult
 from roadsense.errors import ConfigError
+from roadsense.options import option, same_as
+from roadsense.rllib.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,32 +80,38 @@ SPACES: dict[str, dict[str, tuple]] = {
 
 @dataclass
 class SweepSettings:
-    """One sweep: where it writes, what it searches and how long it may run."""
+    """One sweep: where it writes, what it searches and how long it may run; the fields made
+    with `option` are `roadsense tune`'s options."""
 
-    storage: str
+    storage: str = option(help="Results/checkpoints root: local dir or s3://...")
     """Results and checkpoints root: a local directory or s3://bucket/prefix."""
-    name: str
-    """Sweep name (the experiment directory under `storage`)."""
-    space: str = "phase1"
+    name: str | None = option(None, help="Sweep name (default tune-<utc time>).")
+    """Sweep name (the experiment directory under `storage`); None: tune-<utc time>."""
+    space: str = option("phase1", help=f"Search space: {', '.join(SPACES)} "
+                        "(roadsense.cloud.sweep.SPACES; phase1-batch: ASHA only).")
     """Key in `SPACES`."""
-    scheduler: str = "asha"
-    num_samples: int = 8
-    max_iterations: int = 50
+    scheduler: str = option("asha", help=f"{' or '.join(SCHEDULERS)}.")
+    num_samples: int = option(8, help="Trials.")
+    max_iterations: int = option(50, help="Training iterations per trial.")
     """Training iterations per trial (ASHA's max_t)."""
-    grace_period: int = 5
+    grace_period: int = option(5, help="ASHA grace period / PBT interval (iterations).")
     """ASHA: iterations before a trial may be stopped early; PBT: perturbation interval."""
-    checkpoint_every: int = 5
-    metric: str = OBJECTIVE
-    mode: str = "min"
-    max_runtime_minutes: float = 240.0
+    metric: str = option(OBJECTIVE, help="Metric to optimise (reported at each validation: "
+                         "collision + false-braking rate).")
+    mode: str = option("min", help="max or min.")
+    max_runtime_minutes: float = option(240.0, help="Trials checkpoint and stop after.")
     """Cost guardrail: trials checkpoint and stop after this much wall-clock time."""
     max_concurrent_trials: int | None = None
-    seed: int = 0
-    address: str | None = None
+    seed: int = same_as(TrainSettings, "seed", help="base seed of every trial")
+    address: str | None = same_as(TrainSettings, "address")
     """Ray address (e.g. "auto" on the cluster); None starts a local Ray."""
     base_config: dict = field(default_factory=dict)
     """Fixed `TrainSettings` fields of every trial (the sampled ones are set on top), e.g.
-    dataset_dir, num_env_runners, validation_suite, validate_every_minutes."""
+    dataset_dir, num_env_runners, validation_suite, validate_every_minutes, checkpoint_every."""
+
+    def __post_init__(self) -> None:
+        if self.name is None:
+            self.name = f"tune-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
     def validate(self) -> None:
         """Raise ConfigError naming the bad field."""
@@ -111,7 +119,7 @@ class SweepSettings:
             raise ConfigError(f"scheduler {self.scheduler!r}", fix=f"use one of {SCHEDULERS}")
         if self.mode not in ("max", "min"):
             raise ConfigError(f"mode {self.mode!r}", fix="use max or min")
-        for name in ("num_samples", "max_iterations", "grace_period", "checkpoint_every"):
+        for name in ("num_samples", "max_iterations", "grace_period"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}", fix="use a positive integer")
         if not self.max_runtime_minutes > 0:
@@ -121,30 +129,24 @@ class SweepSettings:
         if self.space not in SPACES:
             raise ConfigError(f"no search space {self.space!r}", fix=f"use one of {sorted(SPACES)}")
         check_space(SPACES[self.space], self.scheduler)
-        known = {f.name for f in fields(_train_settings())}
+        known = {f.name for f in fields(TrainSettings)}
         unknown = sorted(set(self.base_config) - known)
         if unknown:
             raise ConfigError(f"--set {unknown[0]} is not a `roadsense train` setting",
                               fix="use TrainSettings field names, e.g. num_env_runners=4")
 
-    def train_settings(self) -> Any:
+    def train_settings(self) -> TrainSettings:
         """The trials' base TrainSettings: `base_config` over the sweep's defaults (one env
         runner, no final evaluation, the seed), dataset folders made absolute (trials run in
         their own working directories)."""
         base = {"num_env_runners": 1, "final_eval": False, "seed": self.seed,
                 "budget_minutes": self.max_runtime_minutes, "iterations": self.max_iterations,
                 **self.base_config}
-        settings = replace(_train_settings(), **base)
+        settings = replace(TrainSettings(), **base)
         settings.dataset_root = str(Path(settings.dataset_root).resolve())
         if settings.dataset_dir and "://" not in settings.dataset_dir:
             settings.dataset_dir = str(Path(settings.dataset_dir).resolve())
         return settings
-
-
-def _train_settings() -> Any:
-    from roadsense.rllib.settings import TrainSettings
-
-    return TrainSettings()
 
 
 def check_space(space: dict, scheduler: str) -> None:
@@ -220,7 +222,7 @@ def sweep_manifest(
     }
 
 
-def _trainable(base: Any, deadline: float) -> Any:
+def _trainable(base: TrainSettings, deadline: float) -> Any:
     """A function trainable: one `roadsense train` run per trial, reporting each validation."""
 
     def trial(params: dict) -> None:

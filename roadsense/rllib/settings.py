@@ -1,9 +1,9 @@
 """`TrainSettings`: every setting of a training run, declared once.
 
 Each field holds its type, default and documentation; fields made with `option(...)` are also
-`roadsense train` flags (`roadsense.cli.train` generates its options from them: flag names,
-help, bounds, and the CLI's spellings of None: ``none`` for `none_word` fields, 0 for
-`zero_none` ones). A run can also be given as a TOML file of these fields
+`roadsense train` flags (`roadsense.options.option`; `roadsense.cli.train` generates its
+options from them: flag names, help, bounds, and the CLI's spellings of None: ``none`` for
+`none_word` fields, 0 for `zero_none` ones). A run can also be given as a TOML file of these fields
 (`settings_from_toml`), which the CLI's flags override.
 """
 
@@ -17,15 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from roadsense.errors import ConfigError
-
-
-def option(default: Any, *, help: str | None = None, flags: tuple[str, ...] | None = None,
-           min: float | None = None, none_word: bool = False, zero_none: bool = False) -> Any:
-    """A `TrainSettings` field that is also a `roadsense train` option. `none_word`: the CLI
-    (and a TOML file) spell None as ``none``; `zero_none`: as 0."""
-    return field(default=default, metadata={"cli": {
-        "help": help, "flags": flags, "min": min, "none_word": none_word,
-        "zero_none": zero_none}})
+from roadsense.options import option
 
 
 def cli_value(name: str, value: Any) -> Any:
