@@ -5,15 +5,15 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from roadsense.cli.options import settings_options
 from roadsense.errors import ConfigError
 from roadsense.rllib.settings import (
     DEFAULT_BUDGET_MINUTES,
@@ -34,27 +34,6 @@ def resolve_budget(budget_minutes: float | None, max_runtime_minutes: float | No
     if budget_minutes is None:
         return max_runtime_minutes
     return min(budget_minutes, max_runtime_minutes)
-
-
-def _setting_parameters() -> list[inspect.Parameter]:
-    """One typer option per `option(...)` field of `TrainSettings`: its flag names, help,
-    bounds and default come from the field (the CLI spells None as ``none`` or 0 where the
-    field says so, and takes those fields as plain strings or numbers)."""
-    hints = get_type_hints(TrainSettings)
-    params = []
-    for f in fields(TrainSettings):
-        meta = f.metadata.get("cli")
-        if meta is None:
-            continue
-        kind = hints[f.name]
-        if meta["none_word"] and f.default is not None:
-            kind = str
-        elif meta["zero_none"]:
-            kind = float
-        opt = typer.Option(*(meta["flags"] or ()), help=meta["help"], min=meta["min"])
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                        default=f.default, annotation=Annotated[kind, opt]))
-    return params
 
 
 def _cli_parameters() -> list[inspect.Parameter]:
@@ -201,4 +180,4 @@ def _f(v: float | None) -> str:
 
 app.__signature__ = inspect.Signature(
     [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
-    + _setting_parameters() + _cli_parameters())
+    + settings_options(TrainSettings) + _cli_parameters())
