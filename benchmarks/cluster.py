@@ -1,8 +1,9 @@
 """Sampling throughput on a rehearsal cluster of 1, 2 and 4 fake worker nodes.
 
-Each size is a fresh cluster from `cluster.yaml` on Ray's fake multi-node provider
-(`roadsense.cloud.fake_cluster`: the file's head start commands, its head at CPU 0, worker nodes
-launched by the autoscaler, one CPU each), and one `roadsense train --address auto` job
+Each size is a fresh cluster brought up from `cluster.yaml` by the literal `ray up` on this
+machine (`roadsense.cloud.fake_cluster`: the file's head and worker start commands, its head at
+CPU 0, worker nodes launched by the autoscaler, one CPU each; `ray down` after), and one
+`roadsense train --address auto` job
 submitted with `ray job submit`, sized to the cluster (one env runner per worker CPU, one env
 per runner), no warm start, validation or final evaluation: only iterations of sampling plus a
 one-epoch update. The figure is the median env steps/s of the iterations after the first

@@ -1,8 +1,10 @@
-"""`ray up` rehearsed offline: cluster.yaml's head start commands bring up a cluster on Ray's own
-fake multi-node provider (roadsense.cloud.fake_cluster), `ray job submit` runs `roadsense train
---address auto` on it, the autoscaler launches worker nodes for the env runners, the runners
-spread over them (none on the head, which offers no CPU), checkpoints go to the moto S3 server,
-and tear-down leaves nothing running."""
+"""`ray up` rehearsed offline: the literal `ray up -y` brings up a cluster derived from
+cluster.yaml (roadsense.cloud.fake_cluster) on Ray's fake multi-node provider made fit for it
+(roadsense.cloud.fake_provider): the file's head start commands start the head, the autoscaler
+launches worker nodes for the env runners and Ray's installer runs the file's worker start
+commands on them; `ray job submit` runs `roadsense train --address auto`, the runners spread over
+the workers (none on the head, which offers no CPU), checkpoints go to the moto S3 server, and
+`ray down -y` leaves nothing running."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import boto3
 import pytest
 
 from roadsense.cloud.fake_cluster import FakeCluster
+from roadsense.cloud.fake_provider import FAKE_HEAD_NODE_ID
 from scenario_factory import GeneratorSettings, generate_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -61,9 +64,16 @@ def test_ray_up_job_submit_and_down_on_the_fake_provider(s3_bucket: str, tmp_pat
         assert len(runners) == WORKERS * 1  # sized to the cluster: 2 workers x 1 CPU
         spread = {a["node_id"] for a in runners}
         assert len(spread) == WORKERS and head["node_id"] not in spread
+        # The workers were started by cluster.yaml's worker start commands (localized), run by
+        # Ray's installer with the head's address and the worker's instance id exported.
+        logs = {p.stem: p.read_text() for p in (cluster.root / "logs").glob("*.log")}
+        started = [text for node, text in logs.items() if node != FAKE_HEAD_NODE_ID
+                   and "ray start --address=$RAY_HEAD_IP:" in text
+                   and f"export RAY_CLOUD_INSTANCE_ID={node};" in text]
+        assert len(started) >= WORKERS, sorted(logs)
     finally:
         left = cluster.down()
-    assert left == [], "processes of the cluster outlived `down`"
+    assert left == [], "processes of the cluster outlived `ray down`"
     assert not cluster.processes()
 
     s3 = boto3.client("s3")

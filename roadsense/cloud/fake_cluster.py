@@ -1,26 +1,29 @@
-"""A local rehearsal of `cluster.yaml` on Ray's own fake multi-node provider.
+"""A local rehearsal of `cluster.yaml`: the literal `ray up` and `ray down` on this machine.
 
-What `ray up cluster.yaml` does on EC2, done on this machine: the cluster config is derived from
-`cluster.yaml` (same node type names, the head's resources, the spot and on-demand worker types
-and their priorities; EC2 node configs, docker, file mounts and host commands dropped, worker
-CPUs scaled down), written where `ray up` puts it (``~/ray_bootstrap_config.yaml``, with HOME
-pointing at a private folder), and the file's own `head_start_ray_commands` run in bash with the
-environment `ray up`'s updater gives them (the head type's resources in RAY_OVERRIDE_RESOURCES).
-The head's autoscaler then launches worker "nodes" (local raylets) through Ray's
-``FakeMultiNodeProvider`` as resource demand asks for them, the same path that launches EC2
-instances. Jobs go in with `ray job submit` to the dashboard's job server, as in docs/cloud.md.
+What `ray up cluster.yaml` does on EC2, done here by Ray's own CLI: a cluster config is derived
+from `cluster.yaml` (``derive_config``), `ray up -y` brings the head up from it, the head's
+autoscaler launches worker nodes as resource demand asks for them and Ray's installer runs the
+file's ``worker_start_ray_commands`` on each, jobs go in with `ray job submit` to the
+dashboard's job server (as in docs/cloud.md), and `ray down -y` ends it all. The nodes are
+processes on this machine, provided by ``roadsense.cloud.fake_provider.LocalNodeProvider`` (Ray's
+fake multi-node provider made fit for `ray up`; its docstring says why Ray's own
+``fake_multinode`` type cannot run under `ray up`).
 
-Differences from a real `ray up`, each for a reason:
-- ``ray stop`` commands are skipped: on a shared machine `ray stop` ends every Ray on it.
-  `down()` ends exactly the processes of this cluster instead: every one of them inherits a
-  marker variable from the head start command (raylets, workers, the autoscaler's nodes, jobs
-  and the SUMO processes they start).
-- Ports (GCS, object manager, dashboard, its agent) are free ones instead of Ray's defaults, and
-  the venv and token paths point at this machine's: several rehearsals and other Ray instances
-  can share the machine.
-- The provider is named as ``type: external`` with Ray's FakeMultiNodeProvider as its module:
-  the ``fake_multinode`` type loads an ``example.yaml`` of defaults that the Ray 2.60 wheel does
-  not ship.
+What the derived config keeps from `cluster.yaml`: cluster and node type names, the head's
+resources (CPU 0), the spot and on-demand worker types and their priorities, the token file
+mount, and the head and worker start commands. What it changes, each for a reason:
+- EC2 node configs, ``docker``, ``initialization_commands`` (host-only: lifetime cap, ECR login)
+  and ``setup_commands`` (the dataset pull from S3) are dropped: there is no EC2, no image and
+  the test hands the dataset over by path. Worker CPUs are scaled down (``worker_cpus``).
+- In the start commands: the image's venv (/opt/venv/bin) becomes this machine's bin folders,
+  the token directory (/home/ray/ray-auth) a private one, Ray's default GCS port 6379 (head
+  ``--port`` and the workers' ``$RAY_HEAD_IP:6379``) and the head's object manager port free
+  ports; the workers' object manager port flag is dropped and their worker and dashboard agent
+  ports are 0 (any free one), because all workers share one machine. The head's `ray start`
+  also gets a private ``--temp-dir`` and free dashboard ports. Several rehearsals and other Ray
+  instances can then share the machine.
+- `ray stop` in the commands ends only that node's processes (the provider's runner does that;
+  the real `ray stop` ends every Ray process of the user on the machine).
 """
 
 from __future__ import annotations
@@ -30,29 +33,26 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from roadsense.cloud.cluster import VENV_BIN, load_cluster_yaml
+from roadsense.cloud.fake_provider import FAKE_HEAD_NODE_ID, end_processes, marked_processes
 from roadsense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
-FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
-"""The id Ray's fake provider gives the head (ray.autoscaler._private.fake_multi_node)."""
-MARKER = "RS_FAKE_CLUSTER_ID"
-"""Environment variable every process of one rehearsal inherits; `down()` ends those."""
+PROVIDER_MODULE = "roadsense.cloud.fake_provider.LocalNodeProvider"
 TOKEN_DIR = "/home/ray/ray-auth"
 """cluster.yaml's token directory on the nodes (file_mounts)."""
+GCS_PORT = 6379
+"""Ray's default GCS port, the one cluster.yaml's start commands use."""
 
 
 def _free_port() -> int:
@@ -61,11 +61,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def derive_config(cluster: dict, *, max_workers: int, worker_cpus: int = 1,
+def _localize(command: str, *, bin_path: str, tokens: str, gcs_port: int) -> str:
+    command = command.replace(VENV_BIN, bin_path).replace(TOKEN_DIR, tokens)
+    command = re.sub(rf"--port[= ]{GCS_PORT}\b", f"--port={gcs_port}", command)
+    return re.sub(rf":{GCS_PORT}\b", f":{gcs_port}", command)
+
+
+def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[str],
+                  ports: dict[str, int], max_workers: int, worker_cpus: int = 1,
                   idle_timeout_minutes: float = 1.0) -> dict:
-    """The fake-provider config for `cluster` (cluster.yaml as loaded): its head and worker
-    node types with the head's resources kept, each worker offering `worker_cpus` CPUs, at
-    most `max_workers` workers in all; EC2-only parts dropped."""
+    """The `ray up` config for `cluster` (cluster.yaml as loaded) on this machine: node types
+    and start commands as the module docstring says, at most `max_workers` workers of
+    `worker_cpus` CPUs each, state and logs under `root`."""
     head = cluster["head_node_type"]
     types: dict[str, Any] = {}
     for name, t in cluster["available_node_types"].items():
@@ -77,26 +84,46 @@ def derive_config(cluster: dict, *, max_workers: int, worker_cpus: int = 1,
                            "node_config": {}, "min_workers": int(t.get("min_workers", 0)),
                            "max_workers": min(int(t.get("max_workers", 0)), max_workers),
                            "priority": t.get("priority", 0)}
+    tokens = str(root / "ray-auth")
+    local = {"bin_path": ":".join(bin_dirs), "tokens": tokens, "gcs_port": ports["gcs"]}
+    head_extra = (f" --temp-dir={root / 't'} --dashboard-port={ports['dashboard']}"
+                  f" --dashboard-agent-listen-port={ports['agent']}")
+    worker_extra = " --min-worker-port=0 --max-worker-port=0 --dashboard-agent-listen-port=0"
+    head_commands = []
+    for command in cluster.get("head_start_ray_commands", []):
+        command = _localize(str(command), **local)
+        command = re.sub(r"--object-manager-port[= ]\d+",
+                         f"--object-manager-port={ports['objects']}", command)
+        head_commands.append(command + head_extra if "ray start" in command else command)
+    worker_commands = []
+    for command in cluster.get("worker_start_ray_commands", []):
+        command = _localize(str(command), **local)
+        command = re.sub(r"\s*--object-manager-port[= ]\d+", "", command)
+        worker_commands.append(command + worker_extra if "ray start" in command else command)
+    mounts = {_localize(str(k), **local): str(v) for k, v in
+              (cluster.get("file_mounts") or {}).items()}
     return {
-        "cluster_name": f"{cluster.get('cluster_name', 'roadsense')}-rehearsal",
+        "cluster_name": f"{cluster.get('cluster_name', 'roadsense')}-rehearsal-{cluster_id}",
         "max_workers": max_workers,
         "upscaling_speed": cluster.get("upscaling_speed", 1.0),
         "idle_timeout_minutes": idle_timeout_minutes,
-        "provider": {"type": "external", "module": FAKE_PROVIDER, "launch_multiple": True,
-                     "head_node_id": FAKE_HEAD_NODE_ID},
+        "provider": {"type": "external", "module": PROVIDER_MODULE, "state_dir": str(root),
+                     "cluster_id": cluster_id, "head_node_id": FAKE_HEAD_NODE_ID,
+                     "launch_multiple": True, "env": {"AUTOSCALER_UPDATE_INTERVAL_S": "1"}},
         "auth": {"ssh_user": "ray"},
         "head_node_type": head,
         "available_node_types": types,
-        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "file_mounts": mounts, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
         "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
-        "worker_setup_commands": [], "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": head_commands,
+        "worker_start_ray_commands": worker_commands,
     }
 
 
 @dataclass
 class FakeCluster:
-    """One rehearsal cluster: `up()`, `submit()`, `nodes()`, `actors()`, `down()`."""
+    """One rehearsal cluster: `up()` (`ray up`), `submit()`, `nodes()`, `actors()`, `down()`
+    (`ray down`)."""
 
     cluster_yaml: str | Path
     max_workers: int = 2
@@ -108,71 +135,50 @@ class FakeCluster:
     """Extra environment of every process of the cluster (e.g. AWS_ENDPOINT_URL)."""
     root: Path | None = None
     dashboard_url: str = ""
+    config_path: Path | None = None
 
     def __post_init__(self) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
 
     # --- lifecycle ------------------------------------------------------------------------
-    def up(self, timeout_s: float = 120.0) -> None:
-        """Write the derived config as `ray up` does and run the head start commands."""
+    def up(self, timeout_s: float = 300.0) -> None:
+        """Write the derived config and run `ray up -y` on it (head up; workers on demand)."""
         _, cluster = load_cluster_yaml(self.cluster_yaml)
         # Short: Ray's unix socket paths must fit in 107 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="rsfc-", dir="/tmp"))
+        (self.root / "tmp").mkdir()
         home = self.root / "home"
-        (home / ".ray").mkdir(parents=True)
-        tokens = self.root / "ray-auth"
-        tokens.mkdir(mode=0o700)
+        local_tokens = home / ".config" / "roadsense" / "ray-auth"
+        local_tokens.mkdir(parents=True, mode=0o700)
         ports = {name: _free_port() for name in ("gcs", "objects", "dashboard", "agent")}
-        config = derive_config(cluster, max_workers=self.max_workers,
+        bins = self.bin_dirs or [str(Path(sys.executable).parent)]
+        config = derive_config(cluster, root=self.root, cluster_id=self.cluster_id,
+                               bin_dirs=bins, ports=ports, max_workers=self.max_workers,
                                worker_cpus=self.worker_cpus)
-        # The provider's nodes join the head's GCS at this address (its default: port 6379).
-        from ray._private.services import get_node_ip_address
-
-        config["provider"]["gcs_address"] = f"{get_node_ip_address()}:{ports['gcs']}"
-        (home / "ray_bootstrap_config.yaml").write_text(json.dumps(config, indent=1))
+        self.config_path = self.root / "cluster.yaml"
+        self.config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
         self.dashboard_url = f"http://127.0.0.1:{ports['dashboard']}"
+        # docs/cloud.md: the token made once on the launching machine, mounted onto the nodes.
         subprocess.run([self._ray(), "get-auth-token", "--generate"], env=self._client_env(),
                        check=True, capture_output=True, timeout=60)
-        shutil.copy2(home / ".ray" / "auth_token", tokens / "token")
-        head_resources = config["available_node_types"][config["head_node_type"]]["resources"]
-        env = {**self._client_env(), MARKER: self.cluster_id, "RAY_FAKE_CLUSTER": "1",
-               "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID}
-        extra = (f" --temp-dir={self.root / 't'} --dashboard-port={ports['dashboard']}"
-                 f" --dashboard-agent-listen-port={ports['agent']}")
-        # `ray up` hands the head type's resources over in RAY_OVERRIDE_RESOURCES; here they
-        # are flags, because the fake provider starts worker nodes inside the head's autoscaler
-        # process, which would pass that variable on to them.
-        if "CPU" in head_resources:
-            extra += f" --num-cpus={int(head_resources['CPU'])}"
-        others = {k: v for k, v in head_resources.items() if k not in ("CPU", "GPU")}
-        if others:
-            extra += f" --resources='{json.dumps(others)}'"
-        started = False
-        for command in cluster.get("head_start_ray_commands", []):
-            command = self._localize(str(command), ports, tokens)
-            if re.fullmatch(r"(export [^;]*;\s*)?ray stop\b.*", command.strip()):
-                continue  # see the module docstring
-            if "ray start" in command:
-                command += extra
-                started = True
-            log.info("head start command: %s", command)
-            done = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
-                                  text=True, timeout=timeout_s)
-            if done.returncode != 0:
-                self.down()
-                raise ConfigError(f"head start command failed ({done.returncode}): "
-                                  f"{done.stderr.strip()[-2000:]}", path=self.cluster_yaml)
-        if not started:
+        shutil.copy2(home / ".ray" / "auth_token", local_tokens / "token")
+        done = self._cli(["up", "-y", "--no-config-cache", str(self.config_path)], timeout_s)
+        if done.returncode != 0:
             self.down()
-            raise ConfigError("head_start_ray_commands has no `ray start`",
-                              path=self.cluster_yaml)
+            raise ConfigError(f"`ray up` failed ({done.returncode}): "
+                              f"{done.stdout[-3000:]}", path=self.cluster_yaml)
 
-    def _localize(self, command: str, ports: dict[str, int], tokens: Path) -> str:
-        path = ":".join(self.bin_dirs or [str(Path(sys.executable).parent)])
-        command = command.replace(VENV_BIN, path).replace(TOKEN_DIR, str(tokens))
-        command = re.sub(r"--port[= ]\d+", f"--port={ports['gcs']}", command)
-        return re.sub(r"--object-manager-port[= ]\d+",
-                      f"--object-manager-port={ports['objects']}", command)
+    def _cli(self, args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        """`ray ARGS` as the user launching the cluster; output also in ROOT/ray-ARG0.log."""
+        assert self.root is not None
+        log.info("ray %s", " ".join(args))
+        done = subprocess.run([self._ray(), *args], env={**self._client_env(),
+                              "RAY_FAKE_CLUSTER": "1", "TMPDIR": str(self.root / "tmp")},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+        with open(self.root / f"ray-{args[0]}.log", "a") as out:
+            out.write(done.stdout)
+        return done
 
     def _ray(self) -> str:
         for folder in [*self.bin_dirs, str(Path(sys.executable).parent)]:
@@ -182,46 +188,36 @@ class FakeCluster:
 
     def _client_env(self) -> dict[str, str]:
         """This machine's environment for Ray's CLI as a cluster user: token auth, private
-        HOME (~/.ray/auth_token, ~/ray_bootstrap_config.yaml)."""
+        HOME (~/.ray/auth_token, the token folder to mount, ~/ray_bootstrap_config.yaml)."""
         assert self.root is not None
         path = ":".join([*self.bin_dirs, str(Path(sys.executable).parent),
                          os.environ.get("PATH", "/usr/bin:/bin")])
         return {**os.environ, **self.env, "HOME": str(self.root / "home"), "PATH": path,
                 "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
-    def down(self, wait_s: float = 30.0) -> list[int]:
-        """End every process of this cluster (SIGTERM, then SIGKILL) and remove its files;
-        returns the pids still alive at the end (none, normally)."""
-        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, wait_s)):
-            for pid in self.processes():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            while self.processes() and time.monotonic() < deadline:
-                time.sleep(0.2)
+    def down(self, timeout_s: float = 180.0) -> list[int]:
+        """`ray down -y` on the derived config; returns the pids of the cluster that it left
+        running (none, normally), which are then ended too, and removes the cluster's files."""
+        left: list[int] = []
+        if self.config_path is not None and self.config_path.exists():
+            try:
+                done = self._cli(["down", "-y", str(self.config_path)], timeout_s)
+                if done.returncode != 0:
+                    log.warning("`ray down` failed (%s): %s", done.returncode,
+                                done.stdout[-2000:])
+            except subprocess.TimeoutExpired:
+                log.warning("`ray down` ran past %.0f s", timeout_s)
         left = self.processes()
-        if self.root is not None and not left:
+        if left:
+            log.warning("processes %s outlived `ray down`: ending them", left)
+            end_processes(self.cluster_id)
+        if self.root is not None and not self.processes():
             shutil.rmtree(self.root, ignore_errors=True)
         return left
 
     def processes(self) -> list[int]:
-        """Live pids whose environment carries this cluster's marker."""
-        marker = f"{MARKER}={self.cluster_id}".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                if marker not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    continue
-                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state != "Z":
-                found.append(int(entry))
-        return found
+        """Live pids of this cluster (any node)."""
+        return marked_processes(self.cluster_id)
 
     # --- use --------------------------------------------------------------------------------
     def submit(self, entrypoint: list[str], *, timeout_s: float = 600.0,
