@@ -162,6 +162,11 @@ class LeanEnvRunner(RoadSenseEnvRunner):
         self._latest_obs: list[Any] = []
         """Each sub-env's latest observation: the input of the next forward pass."""
         self._policy: NumpyPolicy | None = None
+        self._log_std: np.ndarray | None = None
+        """The module's free log-stds as numpy, read once per `_sample` call (the weights only
+        change between calls)."""
+        self._unlogged_step_calls = 0
+        """Env step calls not yet added to RLlib's Prometheus counter (added once per call)."""
         self._action_seed: dict[str, Any] | None = None
         self._action_rng: np.random.Generator | None = None
         if self._numpy_eligible():
@@ -222,12 +227,11 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                        explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """RLlib's diagonal Gaussian over `NumpyPolicy`'s output: [means, log-stds]."""
         out = self._policy(packed[EGO], packed[PEER_X], packed[PEER_COUNT])
-        log_std_param = self.module.log_std
-        if log_std_param is not None:  # free log-stds: one parameter per action dimension
+        if self._log_std is not None:  # free log-stds: one parameter per action dimension
             n = out.shape[1]
             inputs = np.empty((len(out), 2 * n), np.float32)
             inputs[:, :n] = out
-            inputs[:, n:] = log_std_param.detach().numpy()
+            inputs[:, n:] = self._log_std
         else:
             inputs = out
         n = inputs.shape[1] // 2  # slices, not np.split: this runs every vector step
@@ -284,6 +288,8 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 self._policy = NumpyPolicy(self.module.net)
             else:
                 self._policy.refresh()
+            log_std = self.module.log_std
+            self._log_std = None if log_std is None else log_std.detach().numpy().copy()
         if force_reset or num_episodes is not None or self._needs_initial_reset:
             self._reset_envs_and_episodes(explore)
         if num_episodes is not None:
@@ -358,5 +364,18 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             self._ongoing_episodes = continuations
 
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
+        if self._unlogged_step_calls:
+            super()._log_env_steps(metric=self._metrics_num_try_env_step,
+                                   num_steps=self._unlogged_step_calls)
+            self._unlogged_step_calls = 0
         self._increase_sampled_metrics(ts, len(done_episodes))
         return done_episodes + ongoing_episodes
+
+    def _log_env_steps(self, metric: Any, num_steps: int) -> None:
+        """RLlib's Prometheus step counters; the per-step one (env step calls, one `inc` each
+        in `_try_env_step`) is added up and incremented once per `_sample` call: the same
+        totals, without a metrics call per vector step."""
+        if metric is getattr(self, "_metrics_num_try_env_step", None):
+            self._unlogged_step_calls += num_steps
+            return
+        super()._log_env_steps(metric=metric, num_steps=num_steps)
