@@ -28,8 +28,10 @@ direct calls per vector step:
    sub-env's observation and info as they are, where the gymnasium API would batch them into
    dicts of arrays (and RLlib's `DictInfoToList` and `unbatch` split them again);
 5. the episode bookkeeping of RLlib's loop, unchanged: next-step autoreset, ``on_episode_*``
-   callbacks with RLlib's arguments, chunks cut at the end of a call and continued by the
-   next, `prev_episode_chunks`, the sampled-step and episode metrics;
+   callbacks with RLlib's arguments (``on_episode_step`` only when a callback defines it:
+   RLlib's own does nothing, and calling it costs a few microseconds per env step), chunks cut
+   at the end of a call and continued by the next, `prev_episode_chunks`, the sampled-step and
+   episode metrics;
 6. the returned chunks carry their actions and model outputs as arrays (`_compact`), so
    shipping them to the learner pickles one array per column instead of one per step.
 
@@ -48,6 +50,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.wrappers.vector import DictInfoToList
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.env_to_module import (
     AddObservationsFromEpisodesToBatch,
     AddStatesFromEpisodesToBatch,
@@ -67,6 +70,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils import force_list
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.spaces.space_utils import (
     clip_action,
@@ -167,6 +171,10 @@ class LeanEnvRunner(RoadSenseEnvRunner):
         change between calls)."""
         self._unlogged_step_calls = 0
         """Env step calls not yet added to RLlib's Prometheus counter (added once per call)."""
+        base = RLlibCallback.on_episode_step
+        self._step_callbacks = bool(force_list(self.config.callbacks_on_episode_step)) or any(
+            getattr(type(c), "on_episode_step", base) is not base for c in self._callbacks)
+        """Whether any callback does something on `on_episode_step`."""
         self._action_seed: dict[str, Any] | None = None
         self._action_rng: np.random.Generator | None = None
         if self._numpy_eligible():
@@ -335,8 +343,10 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             self._latest_obs = observations
 
             for i in range(self.num_envs):
-                which = "on_episode_start" if started[i] else "on_episode_step"
-                self._make_on_episode_callback(which, i, episodes)
+                if started[i]:
+                    self._make_on_episode_callback("on_episode_start", i, episodes)
+                elif self._step_callbacks:
+                    self._make_on_episode_callback("on_episode_step", i, episodes)
                 if not episodes[i].is_done:
                     continue
                 eps += 1
