@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,11 +113,19 @@ def train_run(budget: Budget, layout: tuple[int, int] | None) -> TrainRun:
         storage = tmp / "runs"
         env = dict(os.environ, TMPDIR=str(tmp))
         started = time.perf_counter()
-        proc = subprocess.run(train_command(budget, storage, layout), cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        # its own process group: on a timeout the run, its Ray and its SUMOs go together
+        proc = subprocess.Popen(train_command(budget, storage, layout), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         wall = time.perf_counter() - started
         if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+            tail = " | ".join((err or out).strip().splitlines()[-5:])
             raise RuntimeError(f"roadsense train {layout or 'default'} failed: {tail}")
         runs = sorted(storage.glob("*/progress.jsonl"))
         if len(runs) != 1:
