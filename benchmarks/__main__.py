@@ -15,7 +15,7 @@ from rich.table import Table
 
 HERE = Path(__file__).parent
 ORDER = ["sim", "emulator", "env", "scenarios", "training", "e2e", "deploy"]
-ON_REQUEST = {"learning", "cluster", "layouts"}  # long (an hour; clusters; ~7 min): when named
+ON_REQUEST = {"learning", "cluster", "layouts"}  # long (an hour; clusters; 6 runs): when named
 
 
 def available() -> list[str]:

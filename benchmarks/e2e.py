@@ -20,9 +20,9 @@ Rows (all measured in this run, on this machine):
   runner` (`--num-env-runners R --num-envs-per-env-runner E`; a runner's first env on libsumo,
   the others on traci) end to end vs the default layout: target <= 1.0x.
 
-`python -m benchmarks e2e` takes about 4 minutes on 2 cores (three training runs of about a
-minute, one sampling measurement); `--quick` is a smoke check (tiny batches, 3 iterations; its
-rates mean nothing).
+`python -m benchmarks e2e` makes three training runs (7 iterations of 4,000 steps each, after
+Ray's start and a 2,000-step warm start) and one sampling measurement; `--quick` is a smoke
+check (tiny batches, 3 iterations; its rates mean nothing).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ runner` layout vs the default layout, measured in this run (method: `benchmarks.
 Layouts (`benchmarks.e2e.LAYOUTS`): 1x1, 2x1, 2x4, 3x1, 4x1, 1x4, each run as
 `roadsense train --num-env-runners R --num-envs-per-env-runner E` (a runner's first env on
 libsumo, the others on traci); target <= 1.0x each (the default is the fastest layout tried).
-One training run of about a minute per layout: ~7 minutes on 2 cores, so it runs when named
+One training run per layout (six, as `benchmarks.e2e` makes them), so it runs when named
 (`python -m benchmarks layouts`).
 """
 
