@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).parent
-ORDER = ["sim", "emulator", "env", "scenarios", "training", "deploy"]
-ON_REQUEST = {"learning", "cluster"}  # long (an hour; several clusters): run when named
+ORDER = ["sim", "emulator", "env", "scenarios", "training", "e2e", "deploy"]
+ON_REQUEST = {"learning", "cluster", "layouts"}  # long (an hour; clusters; 6 runs): when named
 
 
 def available() -> list[str]:

@@ -23,8 +23,8 @@ Known limit: with one sub-env a runner's fixed cost per vector step is of the or
 libsumo ConvoyEnv step (~0.1 ms), so the 1-env row cannot reach 0.7x with either loop. In
 RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls; in the
 lean loop (policy in numpy, ~0.04 ms) it is the rest of the action step (Gaussian sample,
-logp, unsquash), RLlib's episode bookkeeping (``add_env_step``, callbacks, its per-step
-metrics) and shipping the episodes (~8 us per env step to pickle them in the runner, ~5 us to
+logp, unsquash), RLlib's episode bookkeeping (``add_env_step``, its env step timer) and
+shipping the episodes (~8 us per env step to pickle them in the runner, ~5 us to
 unpickle them in the driver, measured in-process; ~17 and ~7 us before actions and model
 outputs were shipped as arrays). With 4 sub-envs (3 on traci) the lean row sits at 0.67-0.71x.
 """

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 from roadsense.comms import ReceivedMessages
 from roadsense.envs import ENV_ID, ConvoyEnv
 from roadsense.envs.baselines import make_baseline
-from roadsense.envs.observation import EGO_DIM, EGO_SCALE, PEER_DIM, peer_rows
+from roadsense.envs.observation import EGO_DIM, EGO_SCALE, PEER_DIM, AccelBaseline, peer_rows
 from roadsense.errors import ConfigError
 from roadsense.sim.scenario import write_convoy
 
@@ -96,6 +96,19 @@ def test_peer_rows_only_reorder_when_messages_are_shuffled() -> None:
     b = peer_rows(1.0, 2.0, 0.3, 20.0, shuffled, 100.0)
     assert np.array_equal(a[perm], b)
 
+
+def test_accel_baseline_one_reading_at_a_time_matches_the_batch() -> None:
+    # The ego's IMU goes through `relative_one`, peers through `relative`: the same means.
+    rng = np.random.default_rng(1)
+    sources = ["V002", "V003", "ego"]
+    batch, single = AccelBaseline(), AccelBaseline()
+    for step in range(40):
+        t = np.array([step * 0.1 - 0.05 * (step % 3 == 0)] * 3)  # some readings seen again
+        a = rng.normal(size=3) * 3.0 + np.array([5.0, -6.0, 0.5])  # offsets beyond the limit
+        got = batch.relative(sources, t, a)
+        one = [single.relative_one(s, float(ti), float(ai))
+               for s, ti, ai in zip(sources, t, a, strict=True)]
+        assert got.dtype == np.float64 and got.tolist() == one
 
 @pytest.mark.parametrize("n_peers", [0, 20])
 def test_zero_and_twenty_peers(tmp_path: Path, n_peers: int) -> None:

@@ -299,3 +299,33 @@ def test_lean_runner_refuses_a_pipeline_it_would_bypass(ray_local: None) -> None
             RaggedObsToModule(), _Passthrough()])
     with pytest.raises(Exception, match="LeanEnvRunner only reproduces"):
         config.build_algo()
+
+
+@pytest.mark.timeout(300)
+def test_lean_loop_calls_on_episode_step_only_when_defined_and_then_as_rllib_does(
+        ray_local: None) -> None:
+    rounds = [dict(num_timesteps=30), dict(num_timesteps=25)]
+    calls: dict[type, list] = {}
+    for runner_cls in (TorchLeanEnvRunner, RoadSenseEnvRunner):
+        got: list = []
+        calls[runner_cls] = got
+        config = build_config(lean_sampling=runner_cls is not RoadSenseEnvRunner,
+                              **dict(TOY, num_envs_per_env_runner=2)).env_runners(
+            env_runner_cls=runner_cls).callbacks(
+            on_episode_step=lambda *, episode, env_index, _got=got, **kw: _got.append(
+                (env_index, episode.t)))
+        algo = config.build_algo()
+        try:
+            if runner_cls is TorchLeanEnvRunner:
+                assert algo.env_runner._step_callbacks
+            for kwargs in rounds:
+                algo.env_runner.sample(**kwargs)
+        finally:
+            algo.stop()
+    assert calls[TorchLeanEnvRunner] == calls[RoadSenseEnvRunner]
+    assert len(calls[RoadSenseEnvRunner]) > 40  # one per env step, episode starts aside
+    plain = build_config(lean_sampling=True, **TOY).build_algo()
+    try:  # no callback defines it (RLlib's own does nothing): not called per step
+        assert not plain.env_runner._step_callbacks
+    finally:
+        plain.stop()

@@ -422,6 +422,9 @@ class ConvoyEnv(gym.Env):
             self._radio_now = [ids[i] for i in self._radio_idx]
             self._err_idx = np.array([self._err_slot[v] for v in self._radio_now], np.intp)
             self._prev_angle = states.angle_deg[self._radio_idx]
+            # the constant sensor biases of the cars in view, in their order
+            self._accel_bias_now = self._errors.accel_bias[self._err_idx]
+            self._heading_bias_now = self._errors.heading_bias_deg[self._err_idx]
         idx = slice(None) if self._all_radio else self._radio_idx
         angle = states.angle_deg[idx]
         yaw = np.radians((angle - self._prev_angle + 180.0) % 360.0 - 180.0) / STEP_LENGTH_S
@@ -429,12 +432,12 @@ class ConvoyEnv(gym.Env):
         now = states.time_s
         # What each sender's GPS/IMU estimates: the true state plus its persistent errors
         # (the radio adds the per-message noise).
-        err, ei = self._errors, self._err_idx
+        err = self._errors
         err.advance(STEP_LENGTH_S)
-        gps = err.gps_error[:, ei]
+        gps = err.gps_error[:, self._err_idx]
         self._emulator.step(now, self._radio_now, states.x[idx] + gps[0], states.y[idx] + gps[1],
-                            states.speed[idx], states.accel[idx] + err.accel_bias[ei],
-                            angle + err.heading_bias_deg[ei], -yaw)
+                            states.speed[idx], states.accel[idx] + self._accel_bias_now,
+                            angle + self._heading_bias_now, -yaw)
         msgs = self._emulator.view(EGO_ID)
 
         # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
@@ -459,8 +462,8 @@ class ConvoyEnv(gym.Env):
                 self._warning_in_view_s = now - self._t0
             if self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None:
                 self._note_warnings(msgs, peers, now)
-        ego_accel = self._baseline.relative(_EGO_SOURCE, (now,),
-                                            (float(states.accel[ego] + noise[3]),))[0]
+        ego_accel = self._baseline.relative_one(_EGO_SOURCE, now,
+                                                float(states.accel[ego] + noise[3]))
         obs = {"ego": ego_features(speed, ego_accel), "peers": peers}
         return obs, len(peers)
 

@@ -28,8 +28,10 @@ direct calls per vector step:
    sub-env's observation and info as they are, where the gymnasium API would batch them into
    dicts of arrays (and RLlib's `DictInfoToList` and `unbatch` split them again);
 5. the episode bookkeeping of RLlib's loop, unchanged: next-step autoreset, ``on_episode_*``
-   callbacks with RLlib's arguments, chunks cut at the end of a call and continued by the
-   next, `prev_episode_chunks`, the sampled-step and episode metrics;
+   callbacks with RLlib's arguments (``on_episode_step`` only when a callback defines it:
+   RLlib's own does nothing, and calling it costs a few microseconds per env step), chunks cut
+   at the end of a call and continued by the next, `prev_episode_chunks`, the sampled-step and
+   episode metrics;
 6. the returned chunks carry their actions and model outputs as arrays (`_compact`), so
    shipping them to the learner pickles one array per column instead of one per step.
 
@@ -48,6 +50,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.wrappers.vector import DictInfoToList
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.env_to_module import (
     AddObservationsFromEpisodesToBatch,
     AddStatesFromEpisodesToBatch,
@@ -67,6 +70,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils import force_list
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from ray.rllib.utils.spaces.space_utils import (
     clip_action,
@@ -162,6 +166,15 @@ class LeanEnvRunner(RoadSenseEnvRunner):
         self._latest_obs: list[Any] = []
         """Each sub-env's latest observation: the input of the next forward pass."""
         self._policy: NumpyPolicy | None = None
+        self._log_std: np.ndarray | None = None
+        """The module's free log-stds as numpy, read once per `_sample` call (the weights only
+        change between calls)."""
+        self._unlogged_step_calls = 0
+        """Env step calls not yet added to RLlib's Prometheus counter (added once per call)."""
+        base = RLlibCallback.on_episode_step
+        self._step_callbacks = bool(force_list(self.config.callbacks_on_episode_step)) or any(
+            getattr(type(c), "on_episode_step", base) is not base for c in self._callbacks)
+        """Whether any callback does something on `on_episode_step`."""
         self._action_seed: dict[str, Any] | None = None
         self._action_rng: np.random.Generator | None = None
         if self._numpy_eligible():
@@ -222,12 +235,11 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                        explore: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """RLlib's diagonal Gaussian over `NumpyPolicy`'s output: [means, log-stds]."""
         out = self._policy(packed[EGO], packed[PEER_X], packed[PEER_COUNT])
-        log_std_param = self.module.log_std
-        if log_std_param is not None:  # free log-stds: one parameter per action dimension
+        if self._log_std is not None:  # free log-stds: one parameter per action dimension
             n = out.shape[1]
             inputs = np.empty((len(out), 2 * n), np.float32)
             inputs[:, :n] = out
-            inputs[:, n:] = log_std_param.detach().numpy()
+            inputs[:, n:] = self._log_std
         else:
             inputs = out
         n = inputs.shape[1] // 2  # slices, not np.split: this runs every vector step
@@ -284,6 +296,8 @@ class LeanEnvRunner(RoadSenseEnvRunner):
                 self._policy = NumpyPolicy(self.module.net)
             else:
                 self._policy.refresh()
+            log_std = self.module.log_std
+            self._log_std = None if log_std is None else log_std.detach().numpy().copy()
         if force_reset or num_episodes is not None or self._needs_initial_reset:
             self._reset_envs_and_episodes(explore)
         if num_episodes is not None:
@@ -329,8 +343,10 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             self._latest_obs = observations
 
             for i in range(self.num_envs):
-                which = "on_episode_start" if started[i] else "on_episode_step"
-                self._make_on_episode_callback(which, i, episodes)
+                if started[i]:
+                    self._make_on_episode_callback("on_episode_start", i, episodes)
+                elif self._step_callbacks:
+                    self._make_on_episode_callback("on_episode_step", i, episodes)
                 if not episodes[i].is_done:
                     continue
                 eps += 1
@@ -358,5 +374,18 @@ class LeanEnvRunner(RoadSenseEnvRunner):
             self._ongoing_episodes = continuations
 
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
+        if self._unlogged_step_calls:
+            super()._log_env_steps(metric=self._metrics_num_try_env_step,
+                                   num_steps=self._unlogged_step_calls)
+            self._unlogged_step_calls = 0
         self._increase_sampled_metrics(ts, len(done_episodes))
         return done_episodes + ongoing_episodes
+
+    def _log_env_steps(self, metric: Any, num_steps: int) -> None:
+        """RLlib's Prometheus step counters; the per-step one (env step calls, one `inc` each
+        in `_try_env_step`) is added up and incremented once per `_sample` call: the same
+        totals, without a metrics call per vector step."""
+        if metric is getattr(self, "_metrics_num_try_env_step", None):
+            self._unlogged_step_calls += num_steps
+            return
+        super()._log_env_steps(metric=metric, num_steps=num_steps)

@@ -108,9 +108,11 @@ class VehicleStates:
                  "route_pos_m", "leader_gap_m", "leader_id", "_slots")
 
     def __init__(self, time_s: float, ids: list[str], rows: list[tuple[float, ...]],
-                 leader_id: list[str], static: tuple[np.ndarray, np.ndarray]) -> None:
+                 leader_id: list[str], static: tuple[np.ndarray, np.ndarray],
+                 slots: dict[str, int] | None = None) -> None:
         """`rows`: one (x, y, speed, accel, angle, lane index, odometer, SUMO leader gap) per
-        vehicle; `static`: (depart position, minGap) arrays aligned with `ids`."""
+        vehicle; `static`: (depart position, minGap) arrays aligned with `ids`; `slots`: id ->
+        index for `ids`, when the caller already has it (built on first `index` otherwise)."""
         m = np.array(rows, dtype=np.float64).reshape(len(ids), 8).T
         depart, min_gap = static
         gaps = m[7]
@@ -121,7 +123,7 @@ class VehicleStates:
         self.route_pos_m = depart + m[6]
         self.leader_gap_m = np.where(gaps < 0, np.nan, gaps + min_gap)
         self.leader_id = leader_id
-        self._slots: dict[str, int] | None = None
+        self._slots = slots
 
     def index(self, vehicle_id: str) -> int:
         if self._slots is None:
@@ -223,6 +225,8 @@ class SumoProcess:
         self._seen_collisions: set[tuple[str, str, str]] = set()
         self._static_key: tuple[str, ...] | None = None
         self._static_value: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
+        self._static_slots: dict[str, int] = {}
+        self._getters: tuple[Any, ...] = ()
         self.collisions: list[Collision] = []
         self.states: VehicleStates | None = None
 
@@ -304,6 +308,7 @@ class SumoProcess:
                                      fix="run `roadsense scenarios check` on it") from exc
             _libsumo_owner = self
         self._api = libsumo
+        self._getters = _libsumo_getters(libsumo)
 
     def _start_traci(self, args: list[str]) -> None:
         check_traci()
@@ -387,28 +392,29 @@ class SumoProcess:
             for vid in sim[tc.VAR_DEPARTED_VEHICLES_IDS]:
                 self._on_departed(vid)
             if self.backend == "libsumo":
-                ids, rows, leaders = self._read_getters(api.vehicle)
+                ids, rows, leaders = self._read_getters()
             else:
                 ids, rows, leaders = self._read_subscriptions(api.vehicle)
             self.collisions = (self._new_collisions() if sim[tc.VAR_COLLIDING_VEHICLES_IDS]
                                else [])
         except Exception as exc:
             self._failed(exc)
-        self.states = VehicleStates(round(sim[tc.VAR_TIME], 6), ids, rows, leaders,
-                                    self._static_arrays(ids))
+        static = self._static_arrays(ids)
+        self.states = VehicleStates(round(sim[tc.VAR_TIME], 6), ids, rows, leaders, static,
+                                    self._static_slots)
         return self.states
 
-    @staticmethod
-    def _read_getters(v: Any) -> tuple[list[str], list[tuple[float, ...]], list[str]]:
+    def _read_getters(self) -> tuple[list[str], list[tuple[float, ...]], list[str]]:
         # In-process libsumo: direct getters cost less than subscriptions, whose results come
         # back as a dict per vehicle (measured in benchmarks/sim.py; 22 vs 45 us per step).
-        ids = list(v.getIDList())
+        ids_of, position, leader, speed, accel, angle, lane, odometer = self._getters
+        ids = list(ids_of())
         rows, leaders = [], []
         for vid in ids:
-            x, y = v.getPosition(vid)
-            lead = v.getLeader(vid, LEADER_LOOKAHEAD_M) or _NO_LEADER
-            rows.append((x, y, v.getSpeed(vid), v.getAcceleration(vid), v.getAngle(vid),
-                         v.getLaneIndex(vid), v.getDistance(vid), lead[1]))
+            x, y = position(vid, False)
+            lead = leader(vid, LEADER_LOOKAHEAD_M) or _NO_LEADER
+            rows.append((x, y, speed(vid), accel(vid), angle(vid), lane(vid), odometer(vid),
+                         lead[1]))
             leaders.append(lead[0])
         return ids, rows, leaders
 
@@ -427,10 +433,12 @@ class SumoProcess:
         return ids, rows, leaders
 
     def _static_arrays(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(depart position, minGap) per id; cached while the set of vehicles is unchanged."""
+        """(depart position, minGap) per id; cached, with the id -> index map
+        (`_static_slots`), while the list of vehicles is unchanged."""
         key = tuple(ids)
         if self._static_key != key:
             self._static_key = key
+            self._static_slots = {vid: i for i, vid in enumerate(ids)}
             self._static_value = (
                 np.fromiter((self._depart_pos[v] for v in ids), np.float64, len(ids)),
                 np.fromiter((self._min_gap[v] for v in ids), np.float64, len(ids)),
@@ -542,6 +550,20 @@ class SumoProcess:
         if self._stderr_path:
             Path(self._stderr_path).unlink(missing_ok=True)
             self._stderr_path = None
+
+
+def _libsumo_getters(libsumo: Any) -> tuple[Any, ...]:
+    """The per-step getters (id list, position, leader, speed, acceleration, angle, lane index,
+    odometer) as libsumo's compiled functions: its Python `vehicle` class wraps each in one
+    more call that adds nothing for these (~40 calls per step). The wrapper's `getLeader`
+    maps "no leader" to None only in legacy mode, which `_NO_LEADER` stands for anyway."""
+    raw = getattr(libsumo, "_libsumo", None)
+    names = ("getIDList", "getPosition", "getLeader", "getSpeed", "getAcceleration", "getAngle",
+             "getLaneIndex", "getDistance")
+    if raw is None or not all(hasattr(raw, f"vehicle_{n}") for n in names):
+        v = libsumo.vehicle  # another build: its public getters (same values)
+        return tuple(getattr(v, n) for n in names)
+    return tuple(getattr(raw, f"vehicle_{n}") for n in names)
 
 
 class _NotOurSumo(Exception):
