@@ -76,6 +76,9 @@ class TrainRun:
     wall_s: float  # the whole subprocess, start-up included
     env_config: dict
     dataset: str
+    learn_share: float | None = None
+    """Learner update time / (sampling + learner update) from RLlib's timers at the last
+    iteration (running means); None when the run did not record them."""
 
 
 def train_command(budget: Budget, storage: Path, layout: tuple[int, int] | None) -> list[str]:
@@ -135,9 +138,12 @@ def train_run(budget: Budget, layout: tuple[int, int] | None) -> TrainRun:
         config = manifest["config"]
         rate, measured = loop_rate(progress)
         dataset = config.get("dataset_dir") or str(ROOT / config["dataset_root"] / "default-v1")
+        last = progress[-1]
+        timed = last.get("sample_s") and last.get("learn_s")
+        share = last["learn_s"] / (last["sample_s"] + last["learn_s"]) if timed else None
         return TrainRun(int(config["num_env_runners_resolved"]),
                         int(config["num_envs_per_env_runner"]), rate, measured, wall,
-                        dict(config["env"]), dataset)
+                        dict(config["env"]), dataset, share)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -188,6 +194,10 @@ def run(quick: bool = False, *, layouts: tuple[tuple[int, int], ...] = (),
                  100.0 * (1.0 - ratio), float("nan"), float("nan"), "(information)", True,
                  "%"),
         ]
+    if default.learn_share is not None:
+        rows.append(_row(f"learner update share of sampling + update (RLlib timers), {name}",
+                         100.0 * default.learn_share, float("nan"), float("nan"),
+                         "(information)", True, "%"))
     runs = {(default.runners, default.envs): default}
     wanted = list(layouts) + [(r, default.envs) for r in scaling]
     for layout in dict.fromkeys(wanted):  # in order, once each

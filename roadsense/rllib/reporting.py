@@ -39,6 +39,12 @@ class IterationReport:
     """Scheduled reward weights of the iteration's sampling (None: no schedule)."""
     imitation_loss: float | None = None
     """The imitation term's mean squared error (unweighted) at the iteration's last update."""
+    sample_s: float | None = None
+    """Seconds an iteration spends sampling (RLlib's `env_runner_sampling_timer`, a running
+    mean over iterations)."""
+    learn_s: float | None = None
+    """Seconds an iteration spends in the learner's updates (RLlib's `learner_update_timer`,
+    a running mean over iterations)."""
 
 
 def metric(result: dict, key: str) -> float | None:
@@ -48,6 +54,12 @@ def metric(result: dict, key: str) -> float | None:
         return None if v is None else float(v)
     except (TypeError, ValueError):
         return None
+
+
+def timer(result: dict, key: str) -> float | None:
+    """RLlib's timer `key` (seconds) from an iteration's result, None when absent."""
+    value = (result.get("timers") or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def learner_stat(result: dict, key: str) -> float | None:

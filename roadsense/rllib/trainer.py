@@ -34,6 +34,7 @@ from roadsense.rllib.reporting import (
     learner_stat,
     learning_curve,
     metric,
+    timer,
 )
 from roadsense.rllib.run_storage import CHECKPOINTS, Storage, checkpoints
 from roadsense.rllib.settings import TrainSettings
@@ -153,6 +154,8 @@ def run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, e
                 false_brake_rate=metric(result, "convoy/false_brake_rate"),
                 elapsed_s=elapsed, lr=learner_stat(result, "default_optimizer_learning_rate"),
                 imitation_loss=learner_stat(result, IMITATION_LOSS),
+                sample_s=timer(result, "env_runner_sampling_timer"),
+                learn_s=timer(result, "learner_update_timer"),
                 # the runners got the weights for the step count before this iteration
                 reward_weights=scheduled_weights(reward_schedule, env_steps - int(sampled))
                 if reward_schedule else None)
