@@ -31,7 +31,8 @@ STOP = {"training_iteration": 200}
 
 
 def experiment(*, seed: int = 0, num_env_runners: int = 1) -> PPOConfig:
-    """The experiment's config: ConvoyEnv on the built-in dataset, `CONVOY_MODEL`, 4 sub-envs
-    per runner, lean sampling; each sub-env gets its identity (worker, vector index, purpose)."""
-    return build_config(seed=seed, num_env_runners=num_env_runners, num_envs_per_env_runner=4,
+    """The experiment's config: ConvoyEnv on the built-in dataset, `CONVOY_MODEL`, one env
+    per runner (libsumo), lean sampling; each env gets its identity (worker, vector index,
+    purpose)."""
+    return build_config(seed=seed, num_env_runners=num_env_runners, num_envs_per_env_runner=1,
                         model=CONVOY_MODEL, identity_kwarg="identity", lean_sampling=True)

@@ -112,15 +112,17 @@ class TrainSettings:
         "calibration)")
     storage: str = option("runs", help="runs folder or s3://bucket/prefix")
     """Local folder or s3://bucket/prefix for checkpoints, manifest and report."""
-    num_env_runners: int | None = option(None, min=0, help="env runners (default: one per core; "
-        "with --address, one per CPU of the cluster's workers at its autoscaling maximum; 0 = in "
-        "this process)")
-    """None: one per core, or on a cluster one per CPU it can offer
+    num_env_runners: int | None = option(None, min=0, help="env runners (default: one per "
+        "core plus one; with --address, one per CPU of the cluster's workers at its autoscaling "
+        "maximum; 0 = in this process)")
+    """None: one per core plus one, or on a cluster one per CPU it can offer
     (`roadsense.rllib.sizing`). 0: everything in this process (debug)."""
-    num_envs_per_env_runner: int = option(4, min=1, help="envs per runner (the first on libsumo, "
+    num_envs_per_env_runner: int = option(1, min=1, help="envs per runner (the first on libsumo, "
         "the rest on traci)")
-    """The first on libsumo, the others on traci: one batched forward pass for all (RLlib's
-    per-step cost dominates: 4 envs gave 1.4x the steps/s of 1)."""
+    """The first on libsumo, the others on traci (libsumo runs one simulation per process). One:
+    a traci env costs ~3x a libsumo one, more than a batched forward pass saves; end to end on 2
+    cores, 3 runners x 1 env train at 1.35x the steps/s of 2 x 4 (`python -m benchmarks
+    layouts`)."""
     budget_minutes: float | None = DEFAULT_BUDGET_MINUTES
     """Wall-clock budget; the CLI's --budget-minutes (`roadsense.cli.train.resolve_budget`)."""
     iterations: int | None = option(None, min=1, help="stop after N iterations")
