@@ -78,8 +78,9 @@ def _runs_as_image_user() -> list[str]:
 def opt_ml() -> Iterator[Path]:
     """A simulated SageMaker container filesystem: /opt/ml, a home, a temp dir, and `roadsense`
     on PATH (this checkout's CLI, as /opt/venv/bin/roadsense is in the image). Directly under
-    the system's temp dir: pytest's own base is private to the user running the tests."""
-    base = Path(tempfile.mkdtemp(prefix="rs-sagemaker-"))
+    /tmp, whatever TMPDIR says: pytest's own base is private to the user running the tests, and
+    Ray's socket paths under the tree's temp dir must stay within AF_UNIX's 107 bytes."""
+    base = Path(tempfile.mkdtemp(prefix="rs-sm-", dir="/tmp"))
     try:
         yield _build_tree(base)
     finally:
