@@ -6,6 +6,7 @@ a login shell and ends exactly one node's processes on `ray stop` or termination
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,12 @@ def test_derived_config_passes_rays_checks_and_keeps_the_start_commands(tmp_path
 
 @pytest.fixture
 def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Two providers on one state folder, as `ray up` and the head's autoscaler hold them."""
+    """Two providers on one state folder, as `ray up` and the head's autoscaler hold them; a
+    cluster id of their own, so that test sessions running side by side never end each
+    other's processes."""
     monkeypatch.setenv("RAY_FAKE_CLUSTER", "1")
     config = {"type": "external", "module": PROVIDER_MODULE, "state_dir": str(tmp_path),
-              "cluster_id": "t" + tmp_path.name[-8:], "env": {"RS_TEST_VAR": "on-the-node"}}
+              "cluster_id": "t" + uuid.uuid4().hex[:12], "env": {"RS_TEST_VAR": "on-the-node"}}
     first, second = LocalNodeProvider(config, "c"), LocalNodeProvider(config, "c")
     yield first, second
     end_processes(config["cluster_id"], grace_s=2)
