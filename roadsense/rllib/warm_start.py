@@ -61,6 +61,11 @@ class Demonstrations:
     def __len__(self) -> int:
         return len(self.brake)
 
+    @property
+    def counter_mask(self) -> np.ndarray:
+        """`counter` as a mask over every step (all False without counterexamples)."""
+        return self.counter if self.counter is not None else np.zeros(len(self), bool)
+
     def imitation_data(self, target: np.ndarray, weight: np.ndarray) -> dict[str, np.ndarray]:
         """What `ImitationPPOTorchLearner.set_imitation` takes (`imitation_targets`' output)."""
         return {"ego": self.ego, "peers": self.peers, "counts": self.counts.astype(np.int64),
@@ -152,13 +157,13 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     rest on a memory the observation does not carry, so imitating them would teach braking on
     views that look calm. Gating counterexamples (`demo.counter`) are "no brake" too and weigh
     `COUNTER_WEIGHT` together, taken from the non-braking steps' half."""
-    counter = demo.counter if demo.counter is not None else np.zeros(len(demo), bool)
+    counter = demo.counter_mask
     braking = (demo.brake > brake_threshold) & ~demo.calm & demo.warned & ~counter
     level = demo.brake if brake is None else np.full(len(demo), brake, np.float32)
     target = np.where(braking, 2.0 * level - 1.0, no_brake_mean).astype(np.float32)
     n = len(demo)
     n_brake, n_counter = int(braking.sum()), int(counter.sum())
-    n_other = len(demo) - n_brake - n_counter
+    n_other = n - n_brake - n_counter
     counter_w = COUNTER_WEIGHT if n_counter else 0.0
     weight = np.where(braking, 0.5 * n / max(n_brake, 1),
                       np.where(counter, counter_w * n / max(n_counter, 1),
@@ -184,13 +189,15 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
 
     Why. The training scenarios are convoys: every car that brakes hard is ahead in the ego's
     lane, so nothing in training shows the policy a hard-braking car behind or beside it, and a
-    net fitted there brakes for those too (a peer reporting -7.5 m/s^2 20 m behind drew a full
+    net fitted there brakes for those too (a peer reporting -7.5 m/s^2 15 m behind drew a full
     brake). A driver brakes only for what is in front, in the lane; these copies say so."""
     rng = np.random.default_rng(seed)
     li, ai, lat = PEER_INDEX["long_offset"], PEER_INDEX["accel"], PEER_INDEX["lat_offset"]
     hard_accel = -decel_mps2 / PEER_SCALE[ai]
     starts = np.cumsum(demo.counts) - demo.counts
     rows = np.flatnonzero(demo.warned)
+    if not rows.size:
+        return demo
     egos, peers, counts = [], [], []
     for k, i in enumerate(rows):
         p = demo.peers[starts[i]: starts[i] + demo.counts[i]].copy()
@@ -204,9 +211,6 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
         egos.append(demo.ego[i])
         peers.append(p)
         counts.append(len(p))
-    if not rows.size:
-        return demo
-    old = demo.counter if demo.counter is not None else np.zeros(len(demo), bool)
     m = len(rows)
     return Demonstrations(
         ego=np.concatenate([demo.ego, np.stack(egos)]),
@@ -216,7 +220,7 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
         returns=np.concatenate([demo.returns, demo.returns[rows]]),
         calm=np.concatenate([demo.calm, np.zeros(m, bool)]),
         warned=np.concatenate([demo.warned, np.zeros(m, bool)]),
-        episodes=demo.episodes, counter=np.concatenate([old, np.ones(m, bool)]))
+        episodes=demo.episodes, counter=np.concatenate([demo.counter_mask, np.ones(m, bool)]))
 
 
 def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
@@ -239,8 +243,7 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
     scale = float(np.abs(demo.returns).mean()) or 1.0  # returns reach ~-50 at a collision
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     target_t = torch.from_numpy(target)
-    counter_t = torch.from_numpy(demo.counter if demo.counter is not None
-                                 else np.zeros(len(demo), bool))
+    counter_t = torch.from_numpy(demo.counter_mask)
     for _ in range(updates):
         rows = rng.choice(train, size=min(batch_size, len(train)), p=p)
         ego, peers, index, _, returns = _batch(demo, rows)
