@@ -3,9 +3,9 @@
     python -m scenario_factory.make_suites [--root datasets] [--check]
 
 The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
-needed). ``validation-v2``, which `roadsense train` uses to pick its checkpoint, refers to
-``val-v1``: scenarios drawn like the test ones from another seed, neither trained nor tested
-on. ``validation-v1``, kept so that older runs can be re-validated, refers to the training
+needed). ``validation-v3``, which `roadsense train` uses to pick its checkpoint, and
+``validation-v2`` (its first part) refer to ``val-v1``: scenarios drawn like the test ones from
+another seed, neither trained nor tested on. ``validation-v1``, kept so that older runs can be re-validated, refers to the training
 dataset ``default-v1`` (held-out seeds and hazards on training scenarios).
 Hazard plans, seeds and radio levels come from fixed seeds, so re-running this script writes
 the same files; ``--check`` only compares and exits 1 on a difference. Commit the JSON files;
@@ -35,6 +35,7 @@ from roadsense.data.suites import SUITES_DIR
 SUITES_SEED = 5150
 VALIDATION_SEED = 6061
 VALIDATION_V2_SEED = 6062
+VALIDATION_V3_SEED = 6063
 RADIO_LEVELS: list[dict] = [{}, {"loss_rate": 0.15}, {"loss_rate": 0.30}]
 """Calibrated defaults, then the emulator scaled to 15% and 30% overall loss."""
 
@@ -152,6 +153,41 @@ def draw_validation_v2(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
         "neither trained nor tested on), each twice with a hazard and twice without.", episodes)
 
 
+def _near_hazard(rng: np.random.Generator) -> dict:
+    """A hard brake of the car directly ahead: the case where a late or short brake collides."""
+    return {
+        "rank": 1,
+        "onset_s": round(float(rng.uniform(3.0, 10.0)), 1),
+        "decel_mps2": round(float(rng.uniform(6.0, 9.0)), 2),
+        "duration_s": round(float(rng.uniform(1.0, 3.0)), 1),
+        "to_stop": bool(rng.random() < 0.3),
+    }
+
+
+def draw_validation_v3(rows: list[dict], manifest_hash: str) -> dict[str, dict]:
+    """``validation-v3``: ``validation-v2``'s episodes plus every ``val-v1`` scenario with a car
+    ahead twice more with `_near_hazard` (radio levels in turn). On validation-v2's hazards
+    every policy and `v2v_rule` collide in none, so collisions cannot tell checkpoints apart;
+    with the car directly ahead braking at 6-9 m/s^2 the rule collides in ~9% and the
+    no-assist driver in ~40%."""
+    base = draw_validation_v2(rows, manifest_hash)["validation-v2"]["episodes"]
+    rng = np.random.default_rng(VALIDATION_V3_SEED)
+    near = []
+    for row in rows:
+        if row["vehicles_ahead"] == 0:
+            continue
+        for _ in range(2):
+            near.append({"scenario_id": row["scenario_id"], "seed": _seed(rng),
+                         "hazard": _near_hazard(rng),
+                         "radio": RADIO_LEVELS[len(near) % len(RADIO_LEVELS)]})
+    return _validation_suite(
+        "validation-v3", "3", DEFAULT_VALIDATION_DATASET, manifest_hash, VALIDATION_V3_SEED,
+        "Checkpoint selection during training: validation-v2 (the val-v1 scenarios, neither "
+        "trained nor tested on, each twice with a hazard and twice without) plus each val-v1 "
+        "scenario with a car ahead twice with that car braking at 6-9 m/s^2 for 1-3 s.",
+        base + near)
+
+
 def _validation_suite(name: str, version: str, dataset: str, manifest_hash: str, seed: int,
                       description: str, episodes: list[dict]) -> dict[str, dict]:
     return {name: {
@@ -178,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a change")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    val_rows = _index_rows(DEFAULT_VALIDATION_DATASET, args.root, "eval")
     suites = {**draw_suites(*_index_rows(DEFAULT_EVAL_DATASET, args.root, "eval")),
               **draw_validation(*_index_rows(DEFAULT_TRAIN_DATASET, args.root, "train")),
-              **draw_validation_v2(*_index_rows(DEFAULT_VALIDATION_DATASET, args.root, "eval"))}
+              **draw_validation_v2(*val_rows), **draw_validation_v3(*val_rows)}
     changed = []
     for name, suite in suites.items():
         path = args.out / f"{name}.json"

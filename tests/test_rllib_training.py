@@ -238,8 +238,8 @@ def test_imitation_term_pulls_the_policy_to_the_demonstrations(ray_local: None) 
     wrong = np.array([1.0 - optimal_action(o) for o in obs], np.float32)
     demo = Demonstrations(ego=packed["ego"], peers=packed["peer_x"], counts=packed["peer_count"],
                           brake=wrong, returns=np.zeros(len(obs), np.float32),
-                          calm=np.zeros(len(obs), bool), warned=np.ones(len(obs), bool),
-                          episodes=1)
+                          calm=np.zeros(len(obs), bool), warned=wrong > 0.05,
+                          episodes=1)  # a warning in view exactly where the demonstrator brakes
     target, weight = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05)
     data = demo.imitation_data(target, weight)
 

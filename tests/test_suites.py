@@ -20,6 +20,7 @@ from roadsense.data import (
 from roadsense.data.index import read_index
 from roadsense.data.manifest import MANIFEST_NAME
 from roadsense.errors import DatasetError, EvalSuiteError
+from roadsense.rllib.settings import TrainSettings
 from scenario_factory import make_suites
 
 
@@ -64,14 +65,22 @@ def test_standard_suite_spans_peer_counts_ranks_and_radio_levels(root: Path):
 
 
 def test_validation_suite_is_on_scenarios_neither_trained_nor_tested_on(root: Path):
-    """validation-v2 (what `roadsense train` picks its checkpoint on) opens on a fresh val-v1;
-    no val-v1 route file is one of the training or test datasets'; training refuses val-v1."""
-    suite = load_suite("validation-v2")
+    """validation-v3 (what `roadsense train` picks its checkpoint on) opens on a fresh val-v1:
+    validation-v2's episodes, then two hard brakes of the car directly ahead per scenario; no
+    val-v1 route file is one of the training or test datasets'; training refuses val-v1."""
+    assert TrainSettings().validation_suite == "validation-v3"
+    suite = load_suite("validation-v3")
     assert suite.dataset.name == DEFAULT_VALIDATION_DATASET
     mgr = suite.open(root)
     assert mgr.manifest_hash == suite.dataset.manifest_hash
-    calm = [e for e in suite.episodes if e.hazard is None]
-    assert len(calm) == len(suite.episodes) // 2 == 2 * len(mgr.ids)
+    v2 = load_suite("validation-v2")
+    assert suite.episodes[: len(v2.episodes)] == v2.episodes
+    calm = [e for e in v2.episodes if e.hazard is None]
+    assert len(calm) == len(v2.episodes) // 2 == 2 * len(mgr.ids)
+    near = suite.episodes[len(v2.episodes):]
+    assert len(near) == 2 * len(mgr.ids)
+    assert {e.scenario_id for e in near} == set(mgr.ids)
+    assert all(e.hazard["rank"] == 1 and 6.0 <= e.hazard["decel_mps2"] <= 9.0 for e in near)
 
     def routes(name: str) -> set[str]:
         files = json.loads((ensure_dataset(name, root) / MANIFEST_NAME).read_text())["files"]

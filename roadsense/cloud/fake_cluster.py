@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,13 @@ def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[
         "worker_setup_commands": [], "head_start_ray_commands": head_commands,
         "worker_start_ray_commands": worker_commands,
     }
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "(gone)"
 
 
 @dataclass
@@ -207,12 +215,22 @@ class FakeCluster:
                                 done.stdout[-2000:])
             except subprocess.TimeoutExpired:
                 log.warning("`ray down` ran past %.0f s", timeout_s)
-        left = self.processes()
+        left = self._settled_processes()
         if left:
-            log.warning("processes %s outlived `ray down`: ending them", left)
+            log.warning("processes outlived `ray down`, ending them: %s",
+                        "; ".join(f"{pid}: {_cmdline(pid)}" for pid in left))
             end_processes(self.cluster_id)
         if self.root is not None and not self.processes():
             shutil.rmtree(self.root, ignore_errors=True)
+        return left
+
+    def _settled_processes(self, grace_s: float = 10.0) -> list[int]:
+        """This cluster's pids once the processes that `ray down` signalled have had
+        `grace_s` to exit: on a loaded machine a SIGKILLed raylet stays in /proc for a moment,
+        which is not a process left running."""
+        deadline = time.monotonic() + grace_s
+        while (left := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.2)
         return left
 
     def processes(self) -> list[int]:

@@ -2,8 +2,9 @@
 
 Each case is one synthetic observation: the ego cruising, a calm peer 25 m ahead in its lane,
 and one peer reporting a hard brake (7.5 m/s^2 below its running mean) at a given place in the
-ego's frame. A driver brakes for the car ahead in the lane and for no car behind or beside;
-the convoy scenarios only ever show the first kind, so this probe measures what simulation
+ego's frame. A driver brakes for the car ahead in the lane and for no car behind or beside
+(beyond the spread that GPS errors give a car of the ego's lane, `CASES`); the convoy scenarios
+only ever show the first kind, so this probe measures what simulation
 scores cannot: what the policy does with a hard brake where training never put one. Every
 case is asked at two ego speeds (10 and 25 m/s); a case counts as braked when the larger
 command is above the brake threshold.
@@ -28,20 +29,26 @@ HARD_BRAKE_MPS2 = 7.5
 SPEEDS_MPS = (10.0, 25.0)
 CALM_PEER_M = (25.0, 0.0)
 
-CASES: tuple[tuple[str, float, float, bool], ...] = (
-    # name, ahead (+) / behind (-) m, left (+) m, a driver brakes
+CASES: tuple[tuple[str, float, float, bool | None], ...] = (
+    # name, ahead (+) / behind (-) m, left (+) m, a driver brakes (None: either answer)
     ("ahead 15 m, in lane", 15.0, 0.0, True),
     ("ahead 40 m, in lane", 40.0, 0.0, True),
     ("ahead 80 m, in lane", 80.0, 0.0, True),
     ("ahead 30 m, 4 m left (GPS error)", 30.0, 4.0, True),
     ("behind 15 m", -15.0, 0.0, False),
     ("behind 40 m", -40.0, 0.0, False),
-    ("beside 15 m left", 5.0, 15.0, False),
-    ("beside 20 m right", 10.0, -20.0, False),
-    ("ahead 30 m, 30 m left", 30.0, 30.0, False),
+    ("beside 35 m left", 5.0, 35.0, False),
+    ("beside 45 m right", 10.0, -45.0, False),
+    ("ahead 30 m, 40 m left", 30.0, 40.0, False),
     ("no hard brake (calm peer only)", float("nan"), float("nan"), False),
+    ("beside 15 m left (GPS spread of the lane)", 5.0, 15.0, None),
+    ("beside 20 m right (GPS spread of the lane)", 10.0, -20.0, None),
 )
-"""The probe's cases; the 4 m case stands for a same-lane car seen through GPS error."""
+"""The probe's cases. The 4 m case stands for a same-lane car seen through GPS error. The last
+two are reported, not judged: GPS and heading errors put the cars of the ego's own lane a median
+5-10 m and a 90th percentile 14-23 m to the side (the real drive shows 13-19 m; see
+`roadsense.rllib.warm_start.BESIDE_M`), so a hard brake read 15-20 m aside may well be the car
+ahead, and braking for it is as defensible as not."""
 
 
 def _peer(long_m: float, lat_m: float, accel_mps2: float) -> np.ndarray:
@@ -66,8 +73,8 @@ def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
                  brake_threshold: float = 0.1,
                  speeds: Sequence[float] = SPEEDS_MPS) -> dict[str, Any]:
     """The policy's brake per case (the larger over `speeds`) and the summary: the share of
-    "brake" cases it brakes on and of "no brake" cases it brakes on. Stateful baselines are
-    reset before each observation."""
+    "brake" cases it brakes on and of "no brake" cases it brakes on ("either" cases count in
+    neither). Stateful baselines are reset before each observation."""
     cases = []
     for name, long_m, lat_m, should in CASES:
         brakes = []
@@ -78,12 +85,12 @@ def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
         brake = max(brakes)
         cases.append({"case": name, "should_brake": should, "brake": brake,
                       "braked": brake > brake_threshold})
-    want = [c for c in cases if c["should_brake"]]
-    avoid = [c for c in cases if not c["should_brake"]]
+    want = [c for c in cases if c["should_brake"] is True]
+    avoid = [c for c in cases if c["should_brake"] is False]
     return {"cases": cases,
             "ahead_braked": sum(c["braked"] for c in want) / len(want),
             "elsewhere_braked": sum(c["braked"] for c in avoid) / len(avoid),
-            "passed": all(c["braked"] == c["should_brake"] for c in cases)}
+            "passed": all(c["braked"] == c["should_brake"] for c in want + avoid)}
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
@@ -93,7 +100,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
              "|---|---|" + "---|" * len(names)]
     for i, (case, _, _, should) in enumerate(CASES):
         cells = [f"{results[n]['cases'][i]['brake']:.2f}" for n in names]
-        lines.append(f"| {case} | {'brake' if should else 'no brake'} | " + " | ".join(cells)
+        driver = "either" if should is None else "brake" if should else "no brake"
+        lines.append(f"| {case} | {driver} | " + " | ".join(cells)
                      + " |")
     lines.append("| **passed** | | " + " | ".join(
         "yes" if results[n]["passed"] else "no" for n in names) + " |")

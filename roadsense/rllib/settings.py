@@ -146,13 +146,15 @@ class TrainSettings:
     """Env steps over which `lr` falls to `lr_final`; None: the run's expected length
     (`iterations` x batch, or the budget at `EXPECTED_STEPS_PER_S_PER_RUNNER`), at most
     `LR_DECAY_MINUTES` of training at that rate."""
-    validation_suite: str | None = option("validation-v2", none_word=True, help="suite that picks "
+    validation_suite: str | None = option("validation-v3", none_word=True, help="suite that picks "
         "the checkpoint to evaluate ('none': the last one)")
     """Evaluated every `validate_every_minutes` and at the end (the time counts against the
     budget); the final evaluation uses the checkpoint that scored best on it. None: the last
-    checkpoint. `validation-v2` is on `val-v1`, scenarios drawn like the test ones and neither
+    checkpoint. `validation-v3` is on `val-v1`, scenarios drawn like the test ones and neither
     trained nor tested on, so its false braking estimates the test suite's; it cannot separate
-    checkpoints one false brake apart (single brake blips on different roads)."""
+    checkpoints one false brake apart (single brake blips on different roads). Its last 78
+    episodes have the car directly ahead brake at 6-9 m/s^2, where a short or late brake
+    collides: on `validation-v2`'s hazards alone every checkpoint read 0 collisions."""
     validate_every_minutes: float = option(6.0, min=0.1, help="how often to validate (also at the "
         "end)")
     replay: list[str] | None = option(None, none_word=True, help="real recording (.npz) or folder "

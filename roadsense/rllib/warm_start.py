@@ -12,8 +12,8 @@ to refine instead of to discover.
 How. Run the baseline on the training dataset (one in-process env, before the env runners
 start) and record every observation, the baseline's action, the discounted return and whether
 the episode had a hazard; fit the policy's mean to `imitation_targets` (in RLlib's normalised
-action space: the baseline's brakes in hazard episodes at `TrainSettings.warm_start_brake`,
-full brake by default, b -> 2b - 1; everything else, its false brakes in calm episodes
+action space: a brake on every warning in view in hazard episodes, at
+`TrainSettings.warm_start_brake`, full brake by default, b -> 2b - 1; everything else, its false brakes in calm episodes
 included, -> the model's starting mean, below the brake threshold) with the braking steps
 weighted as much as all the others together, and the value head to the returns. Then load
 the weights into the learner and sync them to the env runners. The std stays the module's
@@ -150,16 +150,25 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     """Per step, the policy mean to imitate (RLlib's normalised action space: brake b -> 2b - 1)
     and its weight (braking steps weigh as much as all the others together).
 
-    Imitated braking: the baseline's brakes in hazard episodes while the observation holds a
-    warning, at `brake` (None: the baseline's own level). Everything else becomes "no brake" (a
-    mean of `no_brake_mean`, well below the threshold): its brakes in calm episodes are false
-    brakes, and its brakes held on after the warning left the view (`v2v_rule` holds for 1 s)
-    rest on a memory the observation does not carry, so imitating them would teach braking on
-    views that look calm. Gating counterexamples (`demo.counter`) are "no brake" too and weigh
-    `COUNTER_WEIGHT` together, taken from the non-braking steps' half."""
+    Imitated braking: every step of a hazard episode whose observation holds a warning (a peer
+    ahead reporting a hard brake, `holds_warning`), at `brake` (None: the baseline's own level).
+    That includes the warnings the baseline skips: `v2v_rule` brakes only for peers that read
+    within 6 m of its lane, and GPS and heading errors put the cars of its own lane a median
+    5-10 m and up to ~20 m to the side (`BESIDE_M`), so imitating its skips teaches the net to
+    ignore real warnings. Everything else becomes "no brake" (a mean of `no_brake_mean`, well
+    below the threshold): its brakes in calm episodes are false brakes, and its brakes held on
+    after the warning left the view (`v2v_rule` holds for 1 s) rest on a memory the observation
+    does not carry, so imitating them would teach braking on views that look calm. Gating
+    counterexamples (`demo.counter`) are "no brake" too and weigh `COUNTER_WEIGHT` together,
+    taken from the non-braking steps' half."""
     counter = demo.counter_mask
-    braking = (demo.brake > brake_threshold) & ~demo.calm & demo.warned & ~counter
-    level = demo.brake if brake is None else np.full(len(demo), brake, np.float32)
+    braking = ~demo.calm & demo.warned & ~counter
+    if brake is None:
+        own = demo.brake[demo.brake > brake_threshold]
+        level = np.where(demo.brake > brake_threshold, demo.brake,
+                         own.max() if own.size else 1.0).astype(np.float32)
+    else:
+        level = np.full(len(demo), brake, np.float32)
     target = np.where(braking, 2.0 * level - 1.0, no_brake_mean).astype(np.float32)
     n = len(demo)
     n_brake, n_counter = int(braking.sum()), int(counter.sum())
@@ -174,11 +183,15 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
 COUNTER_WEIGHT = 0.1
 """Share of the imitation weight on the gating counterexamples (the braking steps keep half)."""
 BEHIND_M = (10.0, 60.0)
-"""How far behind the ego a counterexample moves a warning peer (uniform, m)."""
-BESIDE_M = (12.0, 40.0)
+"""How far behind the ego a counterexample moves a warning peer (uniform, m). GPS error seldom
+puts a car ahead behind the ego (under 1% of the peer rows of `v2v_rule`'s training
+demonstrations read behind), so the range can start near."""
+BESIDE_M = (30.0, 60.0)
 """How far to the side a counterexample moves a warning peer (uniform, m, either side): beyond
-the lateral error a same-lane peer shows under the emulator's nominal GPS errors (~7 m std of
-the offset between two cars), so a real same-lane warning is not taught away."""
+the lateral offsets that GPS and heading errors give a car in the ego's own lane. In `v2v_rule`'s
+training demonstrations the hard-braking peers, all in the ego's lane, read a median 5-10 m and
+a 90th percentile 14-23 m to the side (the real drive shows 13-19 m): copies nearer than that
+would teach "no brake" on real warnings."""
 
 
 def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
