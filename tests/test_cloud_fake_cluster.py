@@ -2,7 +2,8 @@
 cluster.yaml (roadsense.cloud.fake_cluster) on Ray's fake multi-node provider made fit for it
 (roadsense.cloud.fake_provider): the file's head start commands start the head, the autoscaler
 launches worker nodes for the env runners and Ray's installer runs the file's worker start
-commands on them; `ray job submit` runs `roadsense train --address auto`, the runners spread over
+commands on them, every node pulls the dataset from the moto S3 server with the file's setup
+command; `ray job submit` runs `roadsense train --address auto`, the runners spread over
 the workers (none on the head, which offers no CPU), checkpoints go to the moto S3 server, and
 `ray down -y` leaves nothing running."""
 
@@ -17,6 +18,7 @@ import pytest
 
 from roadsense.cloud.fake_cluster import FakeCluster
 from roadsense.cloud.fake_provider import FAKE_HEAD_NODE_ID
+from roadsense.data.storage import upload_dir
 from scenario_factory import GeneratorSettings, generate_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -39,15 +41,22 @@ def test_ray_up_job_submit_and_down_on_the_fake_provider(s3_bucket: str, tmp_pat
     dataset = tmp_path / "train"
     generate_dataset(GeneratorSettings(dataset_id="fake-cluster", seed=11, count=4), dataset,
                      workers=1)
+    dataset_uri = f"s3://{s3_bucket}/datasets/fake-cluster"
+    upload_dir(dataset, dataset_uri)  # docs/cloud.md: `roadsense scenarios push`
     cluster = FakeCluster(ROOT / "cluster.yaml", max_workers=WORKERS, worker_cpus=1,
                           bin_dirs=[_bin_dir(tmp_path), str(Path(sys.executable).parent)],
-                          env={"PYTHONPATH": str(ROOT)})
+                          env={"PYTHONPATH": str(ROOT)}, dataset_uri=dataset_uri)
     try:
         cluster.up()
+        # cluster.yaml's setup command pulled the dataset from S3 on the head
+        head_log = (cluster.root / "logs" / f"{FAKE_HEAD_NODE_ID}.log").read_text()
+        assert "roadsense scenarios pull" in head_log
+        pulled = json.loads((cluster.dataset_dir / "manifest.json").read_text())
+        assert pulled == json.loads((dataset / "manifest.json").read_text())
         # docs/cloud.md's submit command, with a tiny run; --num-env-runners left to the
         # cluster's size (one per worker CPU at the autoscaler's maximum).
         job = cluster.submit([
-            "roadsense", "train", "--address", "auto", "--dataset", str(dataset),
+            "roadsense", "train", "--address", "auto", "--dataset", str(cluster.dataset_dir),
             "--storage", f"s3://{s3_bucket}/runs", "--max-runtime-minutes", "0.4",
             "--num-envs-per-env-runner", "1", "--train-batch-size", "200",
             "--minibatch-size", "100", "--num-epochs", "1", "--env", "episode_s=12",
@@ -71,6 +80,8 @@ def test_ray_up_job_submit_and_down_on_the_fake_provider(s3_bucket: str, tmp_pat
                    and "ray start --address=$RAY_HEAD_IP:" in text
                    and f"export RAY_CLOUD_INSTANCE_ID={node};" in text]
         assert len(started) >= WORKERS, sorted(logs)
+        pulls = [node for node, text in logs.items() if "roadsense scenarios pull" in text]
+        assert len(pulls) >= WORKERS + 1  # the setup commands ran on every node
     finally:
         left = cluster.down()
     assert left == [], "processes of the cluster outlived `ray down`"

@@ -12,9 +12,12 @@ fake multi-node provider made fit for `ray up`; its docstring says why Ray's own
 What the derived config keeps from `cluster.yaml`: cluster and node type names, the head's
 resources (CPU 0), the spot and on-demand worker types and their priorities, the token file
 mount, and the head and worker start commands. What it changes, each for a reason:
-- EC2 node configs, ``docker``, ``initialization_commands`` (host-only: lifetime cap, ECR login)
-  and ``setup_commands`` (the dataset pull from S3) are dropped: there is no EC2, no image and
-  the test hands the dataset over by path. Worker CPUs are scaled down (``worker_cpus``).
+- EC2 node configs, ``docker`` and ``initialization_commands`` (host-only: lifetime cap, ECR
+  login) are dropped: there is no EC2 and no image. The container's ``-e NAME=VALUE`` run
+  options become every node's environment; given a ``dataset_uri``, ``RS_DATASET_URI`` is it and
+  ``RS_DATASET_DIR`` a folder of the rehearsal, and ``setup_commands`` (the dataset pull) run on
+  every node as on EC2; without one they are dropped. Worker CPUs are scaled down
+  (``worker_cpus``).
 - In the start commands: the image's venv (/opt/venv/bin) becomes this machine's bin folders,
   the token directory (/home/ray/ray-auth) a private one, Ray's default GCS port 6379 (head
   ``--port`` and the workers' ``$RAY_HEAD_IP:6379``) and the head's object manager port free
@@ -68,12 +71,23 @@ def _localize(command: str, *, bin_path: str, tokens: str, gcs_port: int) -> str
     return re.sub(rf":{GCS_PORT}\b", f":{gcs_port}", command)
 
 
+def container_env(cluster: dict) -> dict[str, str]:
+    """The ``-e NAME=VALUE`` options of `cluster`'s docker ``run_options``."""
+    env = {}
+    for option in (cluster.get("docker") or {}).get("run_options") or []:
+        match = re.fullmatch(r"\s*-e\s+([A-Za-z_][A-Za-z0-9_]*)=(\S*)\s*", str(option))
+        if match:
+            env[match.group(1)] = match.group(2)
+    return env
+
+
 def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[str],
                   ports: dict[str, int], max_workers: int, worker_cpus: int = 1,
-                  idle_timeout_minutes: float = 1.0) -> dict:
+                  idle_timeout_minutes: float = 1.0, dataset_uri: str | None = None) -> dict:
     """The `ray up` config for `cluster` (cluster.yaml as loaded) on this machine: node types
     and start commands as the module docstring says, at most `max_workers` workers of
-    `worker_cpus` CPUs each, state and logs under `root`."""
+    `worker_cpus` CPUs each, state and logs under `root`; with `dataset_uri`, every node pulls
+    that dataset into ``root/datasets/train`` with the file's setup commands."""
     head = cluster["head_node_type"]
     types: dict[str, Any] = {}
     for name, t in cluster["available_node_types"].items():
@@ -103,6 +117,11 @@ def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[
         worker_commands.append(command + worker_extra if "ray start" in command else command)
     mounts = {_localize(str(k), **local): str(v) for k, v in
               (cluster.get("file_mounts") or {}).items()}
+    env = {**container_env(cluster), "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    setup: list[str] = []
+    if dataset_uri is not None:
+        env.update(RS_DATASET_URI=dataset_uri, RS_DATASET_DIR=str(root / "datasets" / "train"))
+        setup = [_localize(str(c), **local) for c in cluster.get("setup_commands") or []]
     return {
         "cluster_name": f"{cluster.get('cluster_name', 'roadsense')}-rehearsal-{cluster_id}",
         "max_workers": max_workers,
@@ -110,12 +129,12 @@ def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[
         "idle_timeout_minutes": idle_timeout_minutes,
         "provider": {"type": "external", "module": PROVIDER_MODULE, "state_dir": str(root),
                      "cluster_id": cluster_id, "head_node_id": FAKE_HEAD_NODE_ID,
-                     "launch_multiple": True, "env": {"AUTOSCALER_UPDATE_INTERVAL_S": "1"}},
+                     "launch_multiple": True, "env": env},
         "auth": {"ssh_user": "ray"},
         "head_node_type": head,
         "available_node_types": types,
         "file_mounts": mounts, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "initialization_commands": [], "setup_commands": setup, "head_setup_commands": [],
         "worker_setup_commands": [], "head_start_ray_commands": head_commands,
         "worker_start_ray_commands": worker_commands,
     }
@@ -141,6 +160,9 @@ class FakeCluster:
     are); default: this interpreter's bin folder."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment of every process of the cluster (e.g. AWS_ENDPOINT_URL)."""
+    dataset_uri: str | None = None
+    """Dataset every node pulls with cluster.yaml's setup commands (`dataset_dir`); None: no
+    pull."""
     root: Path | None = None
     dashboard_url: str = ""
     config_path: Path | None = None
@@ -162,7 +184,7 @@ class FakeCluster:
         bins = self.bin_dirs or [str(Path(sys.executable).parent)]
         config = derive_config(cluster, root=self.root, cluster_id=self.cluster_id,
                                bin_dirs=bins, ports=ports, max_workers=self.max_workers,
-                               worker_cpus=self.worker_cpus)
+                               worker_cpus=self.worker_cpus, dataset_uri=self.dataset_uri)
         self.config_path = self.root / "cluster.yaml"
         self.config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
         self.dashboard_url = f"http://127.0.0.1:{ports['dashboard']}"
@@ -175,6 +197,12 @@ class FakeCluster:
             self.down()
             raise ConfigError(f"`ray up` failed ({done.returncode}): "
                               f"{done.stdout[-3000:]}", path=self.cluster_yaml)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where the nodes' setup commands pull `dataset_uri` to (``RS_DATASET_DIR``)."""
+        assert self.root is not None, "up() first"
+        return self.root / "datasets" / "train"
 
     def _cli(self, args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         """`ray ARGS` as the user launching the cluster; output also in ROOT/ray-ARG0.log."""

@@ -88,7 +88,7 @@ policy: with the decay spread over the hour, checkpoints 6 minutes apart swing b
 REPLAY_WEIGHT = 1.0
 """Default weight of real-recording braking in the validation score. The recordings are calm
 drives, so every brake there is a false one: at 1.0, braking on 2% of a recording's rows scores
-like 1.6 false brakes in the 78 calm episodes of `validation-v2` (each 1.3%), and braking on
+like 1.6 false brakes in the 78 calm episodes of `validation-v3` (each 1.3%), and braking on
 most of a drive outweighs any simulated result, as a car that brakes on calm roads is
 unusable."""
 DEFAULT_RECORDINGS = "recordings"
