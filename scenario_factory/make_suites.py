@@ -5,8 +5,9 @@
 The test suites refer to the built-in ``eval-v1`` dataset by manifest hash (generated first if
 needed). ``validation-v3``, which `roadsense train` uses to pick its checkpoint, and
 ``validation-v2`` (its first part) refer to ``val-v1``: scenarios drawn like the test ones from
-another seed, neither trained nor tested on. ``validation-v1``, kept so that older runs can be re-validated, refers to the training
-dataset ``default-v1`` (held-out seeds and hazards on training scenarios).
+another seed, neither trained nor tested on. ``validation-v1``, kept so that older runs can be
+re-validated, refers to the training dataset ``default-v1`` (held-out seeds and hazards on
+training scenarios).
 Hazard plans, seeds and radio levels come from fixed seeds, so re-running this script writes
 the same files; ``--check`` only compares and exits 1 on a difference. Commit the JSON files;
 bump a suite's version when its content changes on purpose.
