@@ -47,7 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from roadsense.cloud.cluster import VENV_BIN, load_cluster_yaml
-from roadsense.cloud.fake_provider import FAKE_HEAD_NODE_ID, end_processes, marked_processes
+from roadsense.cloud.fake_provider import (
+    FAKE_HEAD_NODE_ID,
+    NODE_MARKER,
+    end_processes,
+    marked_processes,
+)
 from roadsense.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -142,9 +147,20 @@ def derive_config(cluster: dict, *, root: Path, cluster_id: str, bin_dirs: list[
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:200]
     except OSError:
         return "(gone)"
+
+
+def _node(pid: int) -> str:
+    """The fake node a process belongs to (its environment's node marker)."""
+    try:
+        for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if item.startswith(f"{NODE_MARKER}=".encode()):
+                return item.split(b"=", 1)[1].decode()
+    except OSError:
+        pass
+    return "?"
 
 
 @dataclass
@@ -246,16 +262,16 @@ class FakeCluster:
         left = self._settled_processes()
         if left:
             log.warning("processes outlived `ray down`, ending them: %s",
-                        "; ".join(f"{pid}: {_cmdline(pid)}" for pid in left))
+                        "; ".join(f"{pid} ({_node(pid)}): {_cmdline(pid)}" for pid in left))
             end_processes(self.cluster_id)
         if self.root is not None and not self.processes():
             shutil.rmtree(self.root, ignore_errors=True)
         return left
 
-    def _settled_processes(self, grace_s: float = 10.0) -> list[int]:
-        """This cluster's pids once the processes that `ray down` signalled have had
-        `grace_s` to exit: on a loaded machine a SIGKILLed raylet stays in /proc for a moment,
-        which is not a process left running."""
+    def _settled_processes(self, grace_s: float = 30.0) -> list[int]:
+        """This cluster's pids once the processes that `ray down` ended have had `grace_s` to
+        exit. A node's dashboard and runtime-env agents exit by themselves once they see their
+        raylet gone; with two test sessions on 2 cores that took more than 10 s."""
         deadline = time.monotonic() + grace_s
         while (left := self.processes()) and time.monotonic() < deadline:
             time.sleep(0.2)
