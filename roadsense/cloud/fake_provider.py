@@ -20,8 +20,9 @@ config as ``provider: {type: external, module: roadsense.cloud.fake_provider.Loc
   EC2, through ``LocalCommandRunner``: the command runs in a login shell on this machine, as
   Ray's SSH runner runs it on the node.
 - Every process of a node carries two environment variables (cluster id, node id); `ray stop`
-  on a node and terminating a node end exactly those processes. (The real `ray stop` ends every
-  Ray process of the user on the machine, other clusters included.)
+  on a node and terminating a node end exactly those processes, and the end of `ray down`
+  (``cleanup_cluster_resources``) ends whatever of the cluster is left. (The real `ray stop`
+  ends every Ray process of the user on the machine, other clusters included.)
 """
 
 from __future__ import annotations
@@ -239,6 +240,19 @@ class LocalNodeProvider(FakeMultiNodeProvider):
     def terminate_nodes(self, node_ids: list[str]) -> None:
         for node_id in node_ids:
             self.terminate_node(node_id)
+
+    def cleanup_cluster_resources(self) -> None:
+        """The end of `ray down`: every process of the cluster still alive, on any node, ends
+        here, as nothing survives the instances of a torn-down EC2 cluster. A node terminated
+        earlier by the autoscaler can leave some: when `ray stop` on the head ends the
+        autoscaler midway through a termination, the node's agents, waiting on the dead GCS to
+        report their raylet's death, stay."""
+        left = marked_processes(self._cluster_id)
+        if left:
+            log.info("ending the cluster's remaining processes: %s", left)
+        left = end_processes(self._cluster_id)
+        if left:
+            log.warning("processes %s of the cluster outlived SIGKILL", left)
 
     def get_command_runner(self, log_prefix: str, node_id: str, auth_config: dict,
                            cluster_name: str, process_runner: Any, use_internal_ip: bool,
