@@ -63,7 +63,8 @@ def test_ray_up_job_submit_and_down_on_the_fake_provider(s3_bucket: str, tmp_pat
             "--warm-start-steps", "300", "--validation-suite", "smoke",
             "--validate-every-minutes", "100", "--no-final-eval",
         ], submission_id="rehearsal", timeout_s=600)  # fmt: skip
-        assert cluster.job_status("rehearsal") == "SUCCEEDED", job.stdout[-4000:]
+        assert cluster.job_status("rehearsal") == "SUCCEEDED", (job.stdout[-3000:]
+                                                                + job.stderr[-2000:])
 
         nodes = cluster.nodes()
         (head,) = [n for n in nodes if n["is_head_node"]]

@@ -41,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +215,26 @@ class FakeCluster:
             self.down()
             raise ConfigError(f"`ray up` failed ({done.returncode}): "
                               f"{done.stdout[-3000:]}", path=self.cluster_yaml)
+        self._wait_for_dashboard(timeout_s)
+
+    def _wait_for_dashboard(self, timeout_s: float) -> None:
+        """Until the head's dashboard answers HTTP: `ray up` returns once `ray start` does, and
+        on a loaded machine the dashboard's job server comes up seconds later, so a `ray job
+        submit` right away fails to connect."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=5).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers (token auth may refuse the request)
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    self.down()
+                    raise ConfigError(f"the head's dashboard did not answer within "
+                                      f"{timeout_s:.0f} s: {exc}", path=self.cluster_yaml
+                                      ) from exc
+                time.sleep(1.0)
 
     @property
     def dataset_dir(self) -> Path:
