@@ -291,9 +291,9 @@ class FakeCluster:
         return left
 
     def _settled_processes(self, grace_s: float = 30.0) -> list[int]:
-        """This cluster's pids once the processes that `ray down` ended have had `grace_s` to
-        exit. A node's dashboard and runtime-env agents exit by themselves once they see their
-        raylet gone; with two test sessions on 2 cores that took more than 10 s."""
+        """This cluster's pids once the processes that `ray down` signalled have had `grace_s`
+        to leave /proc: on a loaded machine a killed process stays listed for a moment, which
+        is not a process left running."""
         deadline = time.monotonic() + grace_s
         while (left := self.processes()) and time.monotonic() < deadline:
             time.sleep(0.2)

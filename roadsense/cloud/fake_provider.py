@@ -243,13 +243,10 @@ class LocalNodeProvider(FakeMultiNodeProvider):
 
     def cleanup_cluster_resources(self) -> None:
         """The end of `ray down`: every process of the cluster still alive, on any node, ends
-        here, as nothing survives the instances of a torn-down EC2 cluster. A node terminated
-        earlier by the autoscaler can leave some: when `ray stop` on the head ends the
-        autoscaler midway through a termination, the node's agents, waiting on the dead GCS to
-        report their raylet's death, stay."""
-        left = marked_processes(self._cluster_id)
-        if left:
-            log.info("ending the cluster's remaining processes: %s", left)
+        here, as nothing survives the instances of a torn-down EC2 cluster. Under load two
+        worker nodes' dashboard and runtime-env agents once outlived their raylets and the
+        nodes' termination (agents report their raylet's death to the GCS before they exit,
+        and the head's GCS is gone by then)."""
         left = end_processes(self._cluster_id)
         if left:
             log.warning("processes %s of the cluster outlived SIGKILL", left)

@@ -154,7 +154,8 @@ class TrainSettings:
     trained nor tested on, so its false braking estimates the test suite's; it cannot separate
     checkpoints one false brake apart (single brake blips on different roads). Its last 78
     episodes have the car directly ahead brake at 6-9 m/s^2, where a short or late brake
-    collides: on `validation-v2`'s hazards alone every checkpoint read 0 collisions."""
+    collides (`v2v_rule` in 2 of them, the no-assist driver in 22), so collisions count in the
+    score; on `validation-v2`'s hazards the rule collides in none."""
     validate_every_minutes: float = option(6.0, min=0.1, help="how often to validate (also at the "
         "end)")
     replay: list[str] | None = option(None, none_word=True, help="real recording (.npz) or folder "

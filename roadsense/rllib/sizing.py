@@ -2,14 +2,14 @@
 
 Locally: one per core plus one. PPO samples and learns in turn, and a runner waits on Ray
 between its steps' batches, so one more runner than cores keeps the cores busy while sampling:
-on 2 cores, 3 runners x 1 env train at 1.08x the steps/s of 2 x 1 and 1.04x of 4 x 1, end to end
-(`python -m benchmarks layouts`). On a Ray cluster (`--address`): one per CPU that the cluster's
-worker nodes offer at the autoscaler's maximum, read from the cluster config that `ray up`
-writes on the head (``~/ray_bootstrap_config.yaml``, node types' resources filled in by Ray).
-Workers start on demand, so the CPUs connected when the run starts (often none but the head's)
-would undersize it; asking for the maximum makes the autoscaler launch the workers that the
-runners need. The head's CPUs count too, when it offers any (cluster.yaml gives it none: it runs
-the driver and the learner).
+on 2 cores, 3 runners x 1 env trained at 1.00-1.08x the steps/s of 2 x 1 and 1.04x of 4 x 1, end
+to end in two runs (`python -m benchmarks layouts`). On a Ray cluster (`--address`): one per CPU
+that the cluster's worker nodes offer at the autoscaler's maximum, read from the cluster config
+that `ray up` writes on the head (``~/ray_bootstrap_config.yaml``, node types' resources filled
+in by Ray). Workers start on demand, so the CPUs connected when the run starts (often none but
+the head's) would undersize it; asking for the maximum makes the autoscaler launch the workers
+that the runners need. The head's CPUs count too, when it offers any (cluster.yaml gives it
+none: it runs the driver and the learner).
 """
 
 from __future__ import annotations
