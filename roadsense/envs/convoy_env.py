@@ -33,6 +33,7 @@ from roadsense.envs.observation import (
     ego_features,
     holds_warning,
     peer_rows,
+    warning_urgency,
 )
 from roadsense.envs.reward import RewardTracker
 from roadsense.errors import ConfigError
@@ -45,8 +46,9 @@ RADIO_ID = re.compile(r"^V\d{3}$")
 """Vehicles with a V2V radio; any other id is background traffic (an obstacle, not a peer)."""
 
 WARNING_HOLD_S = 1.0
-"""`hazard_response` pays for braking while the ego's view holds a warning (a peer ahead
-reporting hard braking) and for this long after the last one: messages come at 10 Hz and
+"""`hazard_response` pays for braking while the ego's view holds an urgent warning (a peer
+ahead reporting hard braking that asks the ego for `EnvConfig.urgent_warning_mps2` or more)
+and for this long after the last one: messages come at 10 Hz and
 get lost, and `v2v_rule` holds its brake as long. Paying for the whole hazard instead teaches
 braking on other cues of hazard episodes (a calm peer far to the side; docs/experiments.md)."""
 _ACC = PEER_INDEX["accel"]
@@ -458,7 +460,10 @@ class ConvoyEnv(gym.Env):
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now, self._baseline)
         if self._hazard.vehicle_id is not None:  # no hazard, no shaping: skip the check
-            if holds_warning(peers, self.config.hazard_msg_decel_mps2):
+            cfg = self.config
+            if holds_warning(peers, cfg.hazard_msg_decel_mps2) and warning_urgency(
+                    ego_features(speed, 0.0), peers, cfg.hazard_msg_decel_mps2
+            ) >= cfg.urgent_warning_mps2:
                 self._warning_in_view_s = now - self._t0
             if self._gt["hazard_msg_rx_s"] is None or self._gt["warning_rx_s"] is None:
                 self._note_warnings(msgs, peers, now)

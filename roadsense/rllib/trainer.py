@@ -117,19 +117,15 @@ def run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, e
             forget_after(manifest, int((ckpt / "DONE").read_text()))
             log.info("resumed %s from %s", manifest["run_id"], ckpt.name)
         elif demo is not None:
-            fitted = warm_start(algo, demo, no_brake_mean=CONVOY_MODEL["init_action_mean"],
-                                brake_threshold=env_config.brake_threshold,
-                                brake=settings.warm_start_brake,
-                                seed=manifest["warm_start"]["seed"])
+            fitted = warm_start(algo, demo, seed=manifest["warm_start"]["seed"],
+                                **_targets(settings, env_config))
             manifest["warm_start"].update(fitted.as_dict(),
                                           seconds=time.monotonic() - warm_started)
             run_manifest.save(manifest, store.local)
             log.info("warm start from %s: %s", settings.warm_start, fitted)
         if demo is not None and settings.imitation_weight > 0:
             keep_imitating(algo, demo, weight=settings.imitation_weight,
-                           no_brake_mean=CONVOY_MODEL["init_action_mean"],
-                           brake_threshold=env_config.brake_threshold,
-                           brake=settings.warm_start_brake, seed=manifest["warm_start"]["seed"])
+                           seed=manifest["warm_start"]["seed"], **_targets(settings, env_config))
         # the warm start counts against the budget
         started = time.monotonic() if demo is None else warm_started
         budget_s = settings.budget_minutes * 60 if settings.budget_minutes else None
@@ -205,6 +201,15 @@ def run(settings: TrainSettings, store: Storage, manifest: dict, dataset: str, e
     store.sync()
     manifest["storage"] = store.where
     return manifest
+
+
+def _targets(settings: TrainSettings, env_config: Any) -> dict[str, Any]:
+    """What the warm start and the imitation term imitate (`warm_start.imitation_targets`)."""
+    return {"no_brake_mean": CONVOY_MODEL["init_action_mean"],
+            "brake_threshold": env_config.brake_threshold, "brake": settings.warm_start_brake,
+            "brake_gain": settings.warm_start_brake_gain,
+            "urgent_mps2": env_config.urgent_warning_mps2,
+            "max_brake_mps2": env_config.max_brake_mps2}
 
 
 def _demonstrations(settings: TrainSettings, dataset: str, env_config: Any,

@@ -35,7 +35,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from roadsense.envs.baselines import make_baseline
 from roadsense.envs.episodes import EpisodeRunner
-from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, holds_warning
+from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, holds_warning, warning_urgencies
 from roadsense.models import DeepSets
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_X, pack_observations
 
@@ -55,6 +55,9 @@ class Demonstrations:
     """Per step: the observation holds a warning (`holds_warning`); braking without one rests
     on the baseline's memory, which the policy's observation does not have."""
     episodes: int
+    urgency: np.ndarray | None = None
+    """Per step: `warning_urgency` of the observation (m/s^2 the ego must brake; 0 without a
+    warning); None: every warning counts as urgent."""
     counter: np.ndarray | None = None
     """Per step: a gating counterexample (`with_gating_counterexamples`), imitated as "no
     brake"; None: none."""
@@ -107,7 +110,9 @@ def demonstrations(runner: EpisodeRunner, baseline: str, steps: int, seed: int,
                           brake=np.asarray(brakes, np.float32),
                           returns=np.concatenate(returns).astype(np.float32),
                           calm=np.concatenate(calm), warned=np.asarray(warned, bool),
-                          episodes=episodes)
+                          episodes=episodes,
+                          urgency=warning_urgencies(packed[EGO], packed[PEER_X],
+                                                    packed[PEER_COUNT], decel))
 
 
 @dataclass(frozen=True)
@@ -147,24 +152,38 @@ def _batch(demo: Demonstrations, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
 
 
 def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
-                      brake: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      brake: float | None = None, urgent_mps2: float = 0.0,
+                      brake_gain: float | None = None, max_brake_mps2: float = 8.0,
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Per step, the policy mean to imitate (RLlib's normalised action space: brake b -> 2b - 1)
     and its weight (braking steps weigh as much as all the others together).
 
-    Imitated braking: every step of a hazard episode whose observation holds a warning (a peer
-    ahead reporting a hard brake, `holds_warning`), at `brake` (None: the baseline's own level).
-    That includes the warnings the baseline skips: `v2v_rule` brakes only for peers that read
-    within 6 m of its lane, and GPS and heading errors put the cars of its own lane a median
-    5-10 m and up to ~20 m to the side (`BESIDE_M`), so imitating its skips teaches the net to
-    ignore real warnings. Everything else becomes "no brake" (a mean of `no_brake_mean`, well
-    below the threshold): its brakes in calm episodes are false brakes, and its brakes held on
-    after the warning left the view (`v2v_rule` holds for 1 s) rest on a memory the observation
-    does not carry, so imitating them would teach braking on views that look calm. Gating
+    Imitated braking: every step of a hazard episode whose observation holds an urgent warning
+    (a peer ahead reporting a hard brake, `holds_warning`, that asks the ego for `urgent_mps2`
+    or more, `warning_urgency`). Its level is `brake_gain` times the urgency over
+    `max_brake_mps2`, capped at a full brake: the ego brakes as hard as the warning asks, with a
+    margin, not always fully (None: the flat level `brake`; None for both: the baseline's own).
+
+    Why every urgent warning: that includes the ones the baseline skips. `v2v_rule` brakes only
+    for peers that read within 6 m of its lane, and GPS and heading errors put the cars of its
+    own lane a median 5-10 m and up to ~20 m to the side (`BESIDE_M`), so imitating its skips
+    teaches the net to ignore real warnings. Why only urgent ones: a car far ahead that slows
+    moderately (calm validation roads show them, 68-185 m ahead at 2.5-5 m/s^2, asking the ego
+    for at most 1.5 m/s^2) needs no help; mild hazards far ahead in training look the same, and
+    imitating a brake there taught full brakes on calm roads.
+
+    Everything else becomes "no brake" (a mean of `no_brake_mean`, well below the threshold):
+    the baseline's brakes in calm episodes are false brakes, and its brakes held on after the
+    warning left the view (`v2v_rule` holds for 1 s) rest on a memory the observation does not
+    carry, so imitating them would teach braking on views that look calm. Gating
     counterexamples (`demo.counter`) are "no brake" too and weigh `COUNTER_WEIGHT` together,
     taken from the non-braking steps' half."""
     counter = demo.counter_mask
-    braking = ~demo.calm & demo.warned & ~counter
-    if brake is None:
+    urgency = demo.urgency if demo.urgency is not None else np.full(len(demo), np.inf)
+    braking = ~demo.calm & demo.warned & ~counter & (urgency >= urgent_mps2)
+    if brake_gain is not None:
+        level = np.minimum(brake_gain * urgency / max_brake_mps2, 1.0).astype(np.float32)
+    elif brake is None:
         own = demo.brake[demo.brake > brake_threshold]
         level = np.where(demo.brake > brake_threshold, demo.brake,
                          own.max() if own.size else 1.0).astype(np.float32)
@@ -234,12 +253,13 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
         returns=np.concatenate([demo.returns, demo.returns[rows]]),
         calm=np.concatenate([demo.calm, np.zeros(m, bool)]),
         warned=np.concatenate([demo.warned, np.zeros(m, bool)]),
+        urgency=None if demo.urgency is None else np.concatenate([demo.urgency, np.zeros(m)]),
         episodes=demo.episodes, counter=np.concatenate([demo.counter_mask, np.ones(m, bool)]))
 
 
 def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
         brake: float | None = None, updates: int | None = None, batch_size: int = 512,
-        lr: float = 1e-3, seed: int = 0) -> FitReport:
+        lr: float = 1e-3, seed: int = 0, **targets: Any) -> FitReport:
     """Fit `net`'s first policy output (the Gaussian mean) to `imitation_targets` and its value
     head to the returns, in place; 20% of the steps are held out for the report.
     `updates` defaults to 20 passes over the data, within 200-1500 Adam steps (40,000 steps:
@@ -251,7 +271,7 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
     if updates is None:
         updates = min(1500, max(200, 20 * len(train) // batch_size))
     target, weight = imitation_targets(demo, no_brake_mean=no_brake_mean,
-                                       brake_threshold=brake_threshold, brake=brake)
+                                       brake_threshold=brake_threshold, brake=brake, **targets)
     braking = target > 2.0 * brake_threshold - 1.0  # no-brake targets sit below the threshold
     p = weight[train] / weight[train].sum()
     scale = float(np.abs(demo.returns).mean()) or 1.0  # returns reach ~-50 at a collision
@@ -284,13 +304,14 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
 
 
 def warm_start(algo: Any, demo: Demonstrations, *, no_brake_mean: float,
-               brake_threshold: float, seed: int, brake: float | None = None) -> FitReport:
+               brake_threshold: float, seed: int, brake: float | None = None,
+               **targets: Any) -> FitReport:
     """Fit the policy to `demo`, then load the weights into `algo`'s learner and every env
     runner."""
     module = algo.get_module()  # the local env runner's, or a copy of a remote one's
     net = module.net
     report = fit(net, demo, no_brake_mean=no_brake_mean, brake_threshold=brake_threshold,
-                 brake=brake, seed=seed)
+                 brake=brake, seed=seed, **targets)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def load(learner: Any) -> None:
@@ -303,11 +324,12 @@ def warm_start(algo: Any, demo: Demonstrations, *, no_brake_mean: float,
 
 
 def keep_imitating(algo: Any, demo: Demonstrations, *, weight: float, no_brake_mean: float,
-                   brake_threshold: float, seed: int, brake: float | None = None) -> None:
+                   brake_threshold: float, seed: int, brake: float | None = None,
+                   **targets: Any) -> None:
     """Give `algo`'s learners the imitation term (`ImitationPPOTorchLearner`) on `demo`'s
     targets, at `weight`."""
     target, w = imitation_targets(demo, no_brake_mean=no_brake_mean,
-                                  brake_threshold=brake_threshold, brake=brake)
+                                  brake_threshold=brake_threshold, brake=brake, **targets)
     data = demo.imitation_data(target, w)
 
     def give(learner: Any) -> None:
