@@ -12,7 +12,16 @@ from gymnasium.utils.env_checker import check_env
 from roadsense.comms import ReceivedMessages
 from roadsense.envs import ENV_ID, ConvoyEnv
 from roadsense.envs.baselines import make_baseline
-from roadsense.envs.observation import EGO_DIM, EGO_SCALE, PEER_DIM, AccelBaseline, peer_rows
+from roadsense.envs.observation import (
+    EGO_DIM,
+    EGO_SCALE,
+    PEER_DIM,
+    PEER_SCALE,
+    AccelBaseline,
+    peer_rows,
+    warning_urgencies,
+    warning_urgency,
+)
 from roadsense.errors import ConfigError
 from roadsense.sim.scenario import write_convoy
 
@@ -273,3 +282,42 @@ def test_a_short_brake_leaves_the_drivers_reaction_schedule_alone(env: ConvoyEnv
     reaction = _driver_reaction_step(plain, 30)
     assert reaction < len(plain["ego"]) - 1, "the driver should brake for the hazard"
     assert _driver_reaction_step(pulse, 30) == reaction
+
+
+def test_warning_urgency_is_the_deceleration_that_stops_the_ego_behind_the_peer() -> None:
+    """A car 135 m ahead slowing at 3.2 m/s^2 asks ~1.1 m/s^2 of an ego at 21 m/s (not urgent);
+    one 23 m ahead braking at 7 asks ~4.5; peers behind, and ones not braking hard, ask
+    nothing. The packed form gives the same per step."""
+    ego = np.array([21.0, 0.0]) / EGO_SCALE
+    far, near, behind, calm = (np.array([[d, 0, 0, a, 0, 0, 0]]) / PEER_SCALE for d, a in
+                               ((135, -3.2), (23, -7.0), (-15, -7.5), (10, -1.0)))
+    assert warning_urgency(ego, far, 2.5) == pytest.approx(441 / (2 * (135 + 441 / 6.4 - 5)))
+    assert warning_urgency(ego, np.concatenate([far, near, calm]), 2.5) == pytest.approx(
+        441 / (2 * (23 + 441 / 14 - 5)))
+    assert warning_urgency(ego, np.concatenate([behind, calm]), 2.5) == 0.0
+    assert warning_urgency(ego, np.zeros((0, 7)), 2.5) == 0.0
+    views = [far, np.concatenate([far, near]), np.zeros((0, 7)), behind]
+    packed = warning_urgencies(np.stack([ego] * 4), np.concatenate(views),
+                               np.array([len(v) for v in views]), 2.5)
+    np.testing.assert_allclose(packed, [warning_urgency(ego, v, 2.5) for v in views])
+
+
+def test_a_warning_that_asks_little_earns_no_shaping(env: ConvoyEnv) -> None:
+    """With the urgency bar above anything a hazard can ask, braking on its warnings earns no
+    `hazard_response`; at the default bar the same braking does."""
+    plan = {"rank": 1, "onset_s": 2.0, "decel_mps2": 8.0, "duration_s": 2.0, "to_stop": True}
+    options = {"hazard": plan, "radio": {"loss_rate": 0.0}}
+
+    def on_warning(obs: dict) -> np.ndarray:
+        return np.array([0.6 if ((obs["peers"][:, 0] > 0)
+                                 & (obs["peers"][:, 3] * 5 <= -2.5)).any() else 0.0], np.float32)
+
+    urgent = _rollout(env, 0, options=options, policy=on_warning)["infos"][-1]
+    assert urgent["brake_steps"] > 0 and urgent["reward_terms"]["hazard_response"] > 0.0
+    relaxed = ConvoyEnv(config={**HARD, "urgent_warning_mps2": 1000.0, "sumo_backend": "traci"})
+    try:
+        info = _rollout(relaxed, 0, options=options, policy=on_warning)["infos"][-1]
+    finally:
+        relaxed.close()
+    assert info["brake_steps"] == urgent["brake_steps"]
+    assert info["reward_terms"]["hazard_response"] == 0.0

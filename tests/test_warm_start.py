@@ -81,6 +81,22 @@ def test_imitation_targets_brake_fully_on_hazards_and_never_in_calm_episodes(dem
     np.testing.assert_allclose(own[braking], 2 * 0.8 - 1)  # the rule's own level
 
 
+def test_imitated_brakes_follow_the_warnings_urgency(demo) -> None:
+    """Only urgent warnings draw an imitated brake, as hard as `brake_gain` times the urgency
+    asks (capped at a full brake); a hazard episode's warnings that ask less are "no brake"."""
+    u = demo.urgency
+    assert u is not None and (u[demo.warned] > 0).all() and (u[~demo.warned] == 0).all()
+    hazard_w = demo.warned & ~demo.calm
+    assert (hazard_w & (u < 2.5)).any() and (hazard_w & (u >= 2.5)).any()
+    target, _ = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05,
+                                  urgent_mps2=2.5, brake_gain=2.0, max_brake_mps2=8.0)
+    urgent = hazard_w & (u >= 2.5)
+    np.testing.assert_array_equal(target[~urgent], -1.5)
+    level = (target[urgent] + 1) / 2
+    np.testing.assert_allclose(level, np.minimum(2.0 * u[urgent] / 8.0, 1.0), rtol=1e-6)
+    assert level.min() < 0.7 and level.max() == 1.0  # partial and full brakes both occur
+
+
 def test_demonstrations_mark_calm_episodes() -> None:
     config = {"hazard": {"probability": 0.5}, "episode_s": 8.0}
     with EpisodeRunner(lambda: ConvoyEnv(config=config), "test") as runner:

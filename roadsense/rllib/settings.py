@@ -191,18 +191,19 @@ class TrainSettings:
     whether a run learns to brake on warnings depends on luck in its first minute
     (`roadsense.rllib.warm_start`)."""
     warm_start_steps: int = option(40_000, min=1, help="env steps of the baseline to imitate")
-    warm_start_brake: float | None = option(1.0, zero_none=True, help="brake level imitated on the "
-        "baseline's braking steps in hazard episodes (0: the baseline's own)")
-    """Brake level the imitation fits on the baseline's braking steps in hazard episodes (None:
-    the baseline's own, 0.8 for `v2v_rule`); its brakes in calm episodes are fitted as "no
-    brake" (`roadsense.rllib.warm_start.imitation_targets`). Full brake, because the returns
+    warm_start_brake: float | None = option(1.0, zero_none=True, help="brake level imitated on "
+        "urgent warnings when --warm-start-brake-gain is 0 (0: the baseline's own)")
+    """Brake level the imitation fits on urgent warnings in hazard episodes when
+    `warm_start_brake_gain` is None (None: the baseline's own, 0.8 for `v2v_rule`); the
+    baseline's brakes in calm episodes are fitted as "no brake"
+    (`roadsense.rllib.warm_start.imitation_targets`). Full brake, because the returns
     favour it: on training episodes `v2v_rule` braking at 1.0 returns about twice what it
     returns at 0.8, and a single peer's hard-braking report is where a brake of ~0.7 still
     collides (docs/experiments.md)."""
     warm_start_brake_gain: float | None = option(2.0, zero_none=True, help="imitated brake = "
         "this x the warning's urgency / max brake, capped at 1 (0: the flat --warm-start-brake)")
     """Imitated brakes follow how hard the warning asks the ego to brake (`warning_urgency`,
-    m/s^2): `brake_gain` times that over the full brake's deceleration, capped at 1, so a
+    m/s^2): this gain times that over the full brake's deceleration, capped at 1, so a
     distant warning draws a partial brake and a near one a full brake; 2.0 leaves a margin of
     two. On `validation-v3`, warm-start fits alone (two seeds): peak deceleration 5.2 against
     6.0 at a flat full brake, median minimum TTC 5.7-5.8 s against the rule's 5.2 s, no

@@ -12,11 +12,11 @@ to refine instead of to discover.
 How. Run the baseline on the training dataset (one in-process env, before the env runners
 start) and record every observation, the baseline's action, the discounted return and whether
 the episode had a hazard; fit the policy's mean to `imitation_targets` (in RLlib's normalised
-action space: a brake on every warning in view in hazard episodes, at
-`TrainSettings.warm_start_brake`, full brake by default, b -> 2b - 1; everything else, the
+action space, b -> 2b - 1: a brake on every urgent warning in view in hazard episodes, as hard
+as the warning asks with a margin, `TrainSettings.warm_start_brake_gain`; everything else, the
 baseline's false brakes in calm episodes included, -> the model's starting mean, below the
-brake threshold) with the braking steps
-weighted as much as all the others together, and the value head to the returns. Then load
+brake threshold) with the braking steps weighted as much as all the others together, and the
+value head to the returns. Then load
 the weights into the learner and sync them to the env runners. The std stays the module's
 starting one, so PPO explores around the rule from its first iteration. `keep_imitating`
 gives the same targets to the learner's imitation term (`roadsense.rllib.learner`), which
