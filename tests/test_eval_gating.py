@@ -4,10 +4,17 @@ brakes for every hard brake, or never, fails."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from roadsense.envs.baselines import make_baseline
 from roadsense.envs.observation import PEER_INDEX, PEER_SCALE
-from roadsense.eval.gating import CASES, gating_probe, markdown, observation
+from roadsense.eval.gating import (
+    CASES,
+    VALIDATION_CASES,
+    gating_probe,
+    markdown,
+    observation,
+)
 
 
 def test_probe_observations_put_the_hard_brake_where_the_case_says() -> None:
@@ -39,3 +46,30 @@ def test_the_rule_passes_and_indiscriminate_policies_fail() -> None:
     assert all(c["braked"] for c in loose["cases"] if c["should_brake"] is None)
     table = markdown({"rule": rule, "loose": loose})
     assert table.count("\n") == len(CASES) + 3 and "| **passed** | | yes | no |" in table
+
+
+def test_validation_cases_judge_other_places_and_count_failures() -> None:
+    # selection asks other places than the report's probe, so the report is not what it tuned
+    report = {(c[1], c[2]) for c in CASES}
+    assert not report & {(c[1], c[2]) for c in VALIDATION_CASES}
+    assert {c[3] for c in VALIDATION_CASES} == {True, False}
+    rule = gating_probe(make_baseline("v2v_rule"), cases=VALIDATION_CASES)
+    assert rule["passed"] and rule["failed"] == 0 and rule["judged"] == len(VALIDATION_CASES)
+
+    def everywhere(obs):  # brakes for any hard brake: fails every "no brake" case
+        acc = obs["peers"][:, PEER_INDEX["accel"]] * PEER_SCALE[PEER_INDEX["accel"]]
+        return np.array([1.0 if (acc < -3).any() else 0.0], np.float32)
+
+    loose = gating_probe(everywhere, cases=VALIDATION_CASES)
+    assert loose["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is False)
+    never = gating_probe(make_baseline("no_assist"), cases=VALIDATION_CASES)
+    assert never["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is True)
+
+
+def test_validation_score_counts_failed_gating_cases() -> None:
+    from roadsense.rllib.validation import validation_score
+
+    summary = {"collision_rate": 0.01, "false_brake_rate": 0.02}
+    assert validation_score(summary, 0.1) == pytest.approx(0.13)
+    assert validation_score(summary, 0.1, 1.0, 1 / 6, 0.1) == pytest.approx(0.13 + 0.1 / 6)
+    assert validation_score(summary, None, 1.0, 0.5, 0.0) == pytest.approx(0.03)

@@ -51,6 +51,19 @@ two are reported, not judged: GPS and heading errors put the cars of the ego's o
 ahead, and braking for it is as defensible as not."""
 
 
+VALIDATION_CASES: tuple[tuple[str, float, float, bool | None], ...] = (
+    ("ahead 20 m, in lane", 20.0, 0.0, True),
+    ("ahead 60 m, 3 m right (GPS error)", 60.0, -3.0, True),
+    ("behind 25 m", -25.0, 0.0, False),
+    ("beside 32 m right", 8.0, -32.0, False),
+    ("beside 40 m left", 0.0, 40.0, False),
+    ("ahead 20 m, 50 m right", 20.0, -50.0, False),
+)
+"""Cases of the same kinds at other places, for checkpoint selection
+(`roadsense.rllib.validation`): the report's `CASES` stay out of it, so the probe in the final
+report is not a score the selection tuned."""
+
+
 def _peer(long_m: float, lat_m: float, accel_mps2: float) -> np.ndarray:
     row = np.zeros(PEER_DIM)
     row[PEER_INDEX["long_offset"]] = long_m
@@ -71,26 +84,30 @@ def observation(long_m: float, lat_m: float, speed_mps: float) -> dict[str, np.n
 
 def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
                  brake_threshold: float = 0.1,
-                 speeds: Sequence[float] = SPEEDS_MPS) -> dict[str, Any]:
-    """The policy's brake per case (the larger over `speeds`) and the summary: the share of
-    "brake" cases it brakes on and of "no brake" cases it brakes on ("either" cases count in
-    neither). Stateful baselines are reset before each observation."""
-    cases = []
-    for name, long_m, lat_m, should in CASES:
+                 speeds: Sequence[float] = SPEEDS_MPS,
+                 cases: Sequence[tuple[str, float, float, bool | None]] = CASES
+                 ) -> dict[str, Any]:
+    """The policy's brake per case of `cases` (the larger over `speeds`) and the summary: the
+    share of "brake" cases it brakes on and of "no brake" cases it brakes on ("either" cases
+    count in neither), and `failed`, the judged cases it answers unlike a driver. Stateful
+    baselines are reset before each observation."""
+    results = []
+    for name, long_m, lat_m, should in cases:
         brakes = []
         for v in speeds:
             if hasattr(policy, "reset"):
                 policy.reset()
             brakes.append(float(np.asarray(policy(observation(long_m, lat_m, v))).ravel()[0]))
         brake = max(brakes)
-        cases.append({"case": name, "should_brake": should, "brake": brake,
-                      "braked": brake > brake_threshold})
-    want = [c for c in cases if c["should_brake"] is True]
-    avoid = [c for c in cases if c["should_brake"] is False]
-    return {"cases": cases,
+        results.append({"case": name, "should_brake": should, "brake": brake,
+                        "braked": brake > brake_threshold})
+    want = [c for c in results if c["should_brake"] is True]
+    avoid = [c for c in results if c["should_brake"] is False]
+    failed = sum(c["braked"] != c["should_brake"] for c in want + avoid)
+    return {"cases": results,
             "ahead_braked": sum(c["braked"] for c in want) / len(want),
             "elsewhere_braked": sum(c["braked"] for c in avoid) / len(avoid),
-            "passed": all(c["braked"] == c["should_brake"] for c in want + avoid)}
+            "failed": failed, "judged": len(want) + len(avoid), "passed": failed == 0}
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:

@@ -1,7 +1,7 @@
-"""Validation and checkpoint selection: each validation runs the validation suite (and the
-real recordings) on a checkpoint's policy, scores it (`validation_score`, lower is better) and
-records the best so far in the manifest; `selected_checkpoint` is the one the final evaluation
-uses.
+"""Validation and checkpoint selection: each validation runs the validation suite, the real
+recordings and the gating probe's validation cases on a checkpoint's policy, scores it
+(`validation_score`, lower is better) and records the best so far in the manifest;
+`selected_checkpoint` is the one the final evaluation uses.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 from roadsense import run_manifest
 from roadsense.envs.episodes import DRIVER_SUMO_BACKEND
 from roadsense.eval import load_policy, run_suite, summarize
+from roadsense.eval.gating import VALIDATION_CASES, gating_probe
 from roadsense.eval.replay import convert, metrics, run_policy
 from roadsense.rllib.run_storage import CHECKPOINTS, Storage, checkpoints
-from roadsense.rllib.settings import REPLAY_WEIGHT, TrainSettings
+from roadsense.rllib.settings import GATING_WEIGHT, REPLAY_WEIGHT, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,15 @@ VALIDATIONS = "validations"
 
 
 def validation_score(summary: dict[str, Any], replay_brake_share: float | None = None,
-                     replay_weight: float = REPLAY_WEIGHT) -> float:
+                     replay_weight: float = REPLAY_WEIGHT, gating_failed_share: float = 0.0,
+                     gating_weight: float = GATING_WEIGHT) -> float:
     """Lower is better: collision rate (hazard episodes) plus false-braking rate (no-hazard
     episodes) plus `replay_weight` x the share of real-recording rows braking (None: no
-    recordings)."""
+    recordings) plus `gating_weight` x the share of the gating probe's validation cases
+    answered unlike a driver."""
     return (float(summary["collision_rate"] or 0.0) + float(summary["false_brake_rate"] or 0.0)
-            + replay_weight * float(replay_brake_share or 0.0))
+            + replay_weight * float(replay_brake_share or 0.0)
+            + gating_weight * float(gating_failed_share))
 
 
 def replay_inputs(settings: TrainSettings) -> list[Any]:
@@ -54,8 +58,9 @@ def _replay_brake_share(policy: Any, replays: list[Any]) -> float | None:
 def validate_checkpoint(settings: TrainSettings, store: Storage, folder: Path, iteration: int,
                         manifest: dict, env_config: Any, replays: list[Any]) -> dict[str, Any]:
     """Run the validation suite on `folder`'s policy (checkpoint of `iteration`) with
-    training's env config and radio, and replay it on the real recordings; record it in the
-    manifest and pick the best so far (lowest score, the later one on a tie)."""
+    training's env config and radio, replay it on the real recordings and ask it the gating
+    probe's `VALIDATION_CASES`; record it in the manifest and pick the best so far (lowest
+    score, the later one on a tie)."""
     started = time.monotonic()
     name, policy = load_policy(str(folder))
     before = len(manifest.get("dropped_episodes", []))
@@ -65,6 +70,9 @@ def validate_checkpoint(settings: TrainSettings, store: Storage, folder: Path, i
                      on_drop=recorder(manifest, checkpoint=folder.name, iteration=iteration))
     summary = summarize(rows)[name]
     replay_share = _replay_brake_share(policy, replays)
+    gating = gating_probe(policy, brake_threshold=env_config.brake_threshold,
+                          cases=VALIDATION_CASES)
+    gating_share = gating["failed"] / gating["judged"]
     episodes = store.local / VALIDATIONS / f"{folder.name}.jsonl"  # per episode, for audits
     episodes.parent.mkdir(exist_ok=True)
     episodes.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
@@ -73,7 +81,9 @@ def validate_checkpoint(settings: TrainSettings, store: Storage, folder: Path, i
              "collision_rate": summary["collision_rate"],
              "false_brake_rate": summary["false_brake_rate"],
              "replay_brake_share": replay_share,
-             "score": validation_score(summary, replay_share, settings.replay_weight),
+             "gating_failed": gating["failed"],
+             "score": validation_score(summary, replay_share, settings.replay_weight,
+                                       gating_share, settings.gating_weight),
              "episodes": len(rows),
              "dropped_episodes": len(manifest.get("dropped_episodes", [])) - before,
              "seconds": round(time.monotonic() - started, 1)}
