@@ -8,6 +8,8 @@ env steps of iterations 2..N over their wall time; the first iteration (SUMO sta
 weights) and everything before it (Ray start, warm start) are left out.
 
 Rows (all measured in this run, on this machine):
+- the defaults end to end vs the former default of 10 PPO epochs per batch (now 5): the
+  learner's updates are most of an iteration's CPU time on 2 cores; target >= 1.5x;
 - the default layout (no layout flags: what `roadsense train` picks) end to end vs the
   sampling-only rate of the same layout (`LeanEnvRunner`s sampling with a policy that never
   brakes, no learner, the same dataset and env config: `benchmarks.training`'s method), and the
@@ -20,7 +22,7 @@ Rows (all measured in this run, on this machine):
   runner` (`--num-env-runners R --num-envs-per-env-runner E`; a runner's first env on libsumo,
   the others on traci) end to end vs the default layout: target <= 1.0x.
 
-`python -m benchmarks e2e` makes three training runs (7 iterations of 4,000 steps each, after
+`python -m benchmarks e2e` makes four training runs (7 iterations of 4,000 steps each, after
 Ray's start and a 2,000-step warm start) and one sampling measurement; `--quick` is a smoke
 check (tiny batches, 3 iterations; its rates mean nothing).
 """
@@ -81,8 +83,14 @@ class TrainRun:
     iteration (running means); None when the run did not record them."""
 
 
-def train_command(budget: Budget, storage: Path, layout: tuple[int, int] | None) -> list[str]:
-    """The `roadsense train` command of one measurement (`layout` None: the default one)."""
+FORMER_EPOCHS = 10
+"""PPO epochs per batch of the former default, run as the end-to-end baseline."""
+
+
+def train_command(budget: Budget, storage: Path, layout: tuple[int, int] | None,
+                  extra: tuple[str, ...] = ()) -> list[str]:
+    """The `roadsense train` command of one measurement (`layout` None: the default one;
+    `extra`: more flags)."""
     cmd = [sys.executable, "-m", "roadsense", "train", "--storage", str(storage), "--seed", "0",
            "--iterations", str(budget.iterations), "--checkpoint-every", "1000000",
            "--validation-suite", "none", "--replay", "none", "--no-final-eval",
@@ -94,7 +102,7 @@ def train_command(budget: Budget, storage: Path, layout: tuple[int, int] | None)
     if layout is not None:
         runners, envs = layout
         cmd += ["--num-env-runners", str(runners), "--num-envs-per-env-runner", str(envs)]
-    return cmd
+    return cmd + list(extra)
 
 
 def loop_rate(progress: list[dict]) -> tuple[float, int]:
@@ -109,7 +117,8 @@ def loop_rate(progress: list[dict]) -> tuple[float, int]:
     return steps / seconds, len(progress) - 1
 
 
-def train_run(budget: Budget, layout: tuple[int, int] | None) -> TrainRun:
+def train_run(budget: Budget, layout: tuple[int, int] | None,
+              extra: tuple[str, ...] = ()) -> TrainRun:
     """One `roadsense train` run in its own temporary folder (Ray's too); removed afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="rse", dir="/tmp"))  # short: Ray's socket paths
     try:
@@ -117,7 +126,7 @@ def train_run(budget: Budget, layout: tuple[int, int] | None) -> TrainRun:
         env = dict(os.environ, TMPDIR=str(tmp))
         started = time.perf_counter()
         # its own process group: on a timeout the run, its Ray and its SUMOs go together
-        proc = subprocess.Popen(train_command(budget, storage, layout), cwd=ROOT, env=env,
+        proc = subprocess.Popen(train_command(budget, storage, layout, extra), cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         try:
@@ -175,14 +184,23 @@ def _row(metric: str, value: float, baseline: float, ratio: float, target: str, 
 
 
 def run(quick: bool = False, *, layouts: tuple[tuple[int, int], ...] = (),
-        scaling: tuple[int, ...] = SCALING_RUNNERS, sampling: bool = True) -> list[dict]:
+        scaling: tuple[int, ...] = SCALING_RUNNERS, sampling: bool = True,
+        former: bool = True) -> list[dict]:
     """The rows of the default layout's run and of the runs `layouts` (runners x envs, vs the
     default) and `scaling` (runner counts at the default envs per runner, vs the first);
-    `sampling`: also measure the default layout's sampling-only rate (and its rows)."""
+    `sampling`: also measure the default layout's sampling-only rate (and its rows); `former`:
+    also run the former default (`FORMER_EPOCHS` epochs), the end-to-end baseline."""
     budget = QUICK if quick else FULL
     default = train_run(budget, None)
     name = f"{default.runners}x{default.envs}"
     rows = []
+    if former:
+        old = train_run(budget, None, ("--num-epochs", str(FORMER_EPOCHS)))
+        ratio = default.steps_per_s / old.steps_per_s
+        rows.append(_row(f"training env steps/s end to end, defaults ({name}, 5 epochs) vs the "
+                         f"former {FORMER_EPOCHS} epochs", default.steps_per_s, old.steps_per_s,
+                         ratio, ">= 1.5x", ratio >= 1.5, "steps/s", layout=name,
+                         wall_s=default.wall_s))
     if sampling:
         rate = sampling_only(default, budget)
         ratio = default.steps_per_s / rate

@@ -14,7 +14,7 @@ from benchmarks import e2e
 
 
 def run(quick: bool = False) -> list[dict]:
-    rows = e2e.run(quick, layouts=e2e.LAYOUTS, scaling=(), sampling=False)
+    rows = e2e.run(quick, layouts=e2e.LAYOUTS, scaling=(), sampling=False, former=False)
     for row in rows:
         row["benchmark"] = "layouts"
     return rows

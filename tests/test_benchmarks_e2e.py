@@ -31,3 +31,8 @@ def test_layout_flags_only_when_a_layout_is_named(tmp_path: Path) -> None:
     i = cmd.index("--num-env-runners")
     assert cmd[i:i + 4] == ["--num-env-runners", "3", "--num-envs-per-env-runner", "1"]
     assert cmd[cmd.index("--train-batch-size") + 1] == str(QUICK.train_batch_size)
+
+
+def test_extra_flags_go_last(tmp_path: Path) -> None:
+    cmd = train_command(FULL, tmp_path, None, ("--num-epochs", "10"))
+    assert cmd[-2:] == ["--num-epochs", "10"] and cmd[:-2] == train_command(FULL, tmp_path, None)

@@ -278,7 +278,10 @@ class ConvoyEnv(gym.Env):
         if self._sim is None or self._states is None:
             raise RuntimeError("call reset() before step()")
         cfg, sim, states = self.config, self._sim, self._states
-        brake = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        if type(action) is np.ndarray and action.shape == (1,):  # what RLlib passes
+            brake = float(action[0])
+        else:
+            brake = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         if not math.isfinite(brake):
             raise ValueError(f"action must be finite, got {action!r}")
         brake = min(1.0, max(0.0, brake))
@@ -407,7 +410,7 @@ class ConvoyEnv(gym.Env):
     def _ttc(self, states: Any) -> tuple[float, float]:
         """(time-to-collision, bumper gap) of the ego to its leader; inf when not closing."""
         ego = states.index(EGO_ID)
-        gap = float(states.leader_gap_m[ego])
+        gap = states.leader_gap(ego)
         leader = states.leader_id[ego]
         if not leader or gap != gap:
             return math.inf, math.inf
@@ -423,6 +426,8 @@ class ConvoyEnv(gym.Env):
             self._all_radio = len(self._radio_idx) == len(ids)
             self._radio_now = [ids[i] for i in self._radio_idx]
             self._err_idx = np.array([self._err_slot[v] for v in self._radio_now], np.intp)
+            # every radio car in view, in reset's order: the errors need no gather
+            self._err_all = bool(np.array_equal(self._err_idx, np.arange(len(self._err_slot))))
             self._prev_angle = states.angle_deg[self._radio_idx]
             # the constant sensor biases of the cars in view, in their order
             self._accel_bias_now = self._errors.accel_bias[self._err_idx]
@@ -436,7 +441,7 @@ class ConvoyEnv(gym.Env):
         # (the radio adds the per-message noise).
         err = self._errors
         err.advance(STEP_LENGTH_S)
-        gps = err.gps_error[:, self._err_idx]
+        gps = err.gps_error if self._err_all else err.gps_error[:, self._err_idx]
         self._emulator.step(now, self._radio_now, states.x[idx] + gps[0], states.y[idx] + gps[1],
                             states.speed[idx], states.accel[idx] + self._accel_bias_now,
                             angle + self._heading_bias_now, -yaw)
@@ -490,24 +495,23 @@ class ConvoyEnv(gym.Env):
 
     def _info(self, *, collision: bool, peers: int) -> dict[str, Any]:
         gt, hz = self._gt, self._hazard
-        info = dict(self._episode_info)  # the per-episode part is built once, in reset
-        info.update(
-            collision=collision,
-            hazard_phase=hz.phase,
-            min_gap_m=gt["min_gap_m"],
-            min_ttc_s=gt["min_ttc_s"],
-            hazard_msg_rx_s=gt["hazard_msg_rx_s"],
-            warning_rx_s=gt["warning_rx_s"],
-            first_brake_s=gt["first_brake_s"],
-            false_brake=hz.plan is None and gt["first_brake_s"] is not None,
-            brake_steps=gt["brake_steps"],
-            peak_decel_mps2=gt["peak_decel_mps2"],
-            other_collisions=gt["other_collisions"],
-            peers_held=peers,
-            reward_terms=dict(self._rewards.terms),
-            time_s=round(self._states.time_s - self._t0, 3),
-        )
-        return info
+        return {  # the per-episode part is built once, in reset
+            **self._episode_info,
+            "collision": collision,
+            "hazard_phase": hz.phase,
+            "min_gap_m": gt["min_gap_m"],
+            "min_ttc_s": gt["min_ttc_s"],
+            "hazard_msg_rx_s": gt["hazard_msg_rx_s"],
+            "warning_rx_s": gt["warning_rx_s"],
+            "first_brake_s": gt["first_brake_s"],
+            "false_brake": hz.plan is None and gt["first_brake_s"] is not None,
+            "brake_steps": gt["brake_steps"],
+            "peak_decel_mps2": gt["peak_decel_mps2"],
+            "other_collisions": gt["other_collisions"],
+            "peers_held": peers,
+            "reward_terms": dict(self._rewards.terms),
+            "time_s": round(self._states.time_s - self._t0, 3),
+        }
 
 
 def make_env(env_config: dict[str, Any] | None = None) -> ConvoyEnv:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import operator
 import os
 import signal
@@ -104,8 +105,8 @@ class VehicleStates:
     within the lookahead.
     """
 
-    __slots__ = ("time_s", "ids", "x", "y", "speed", "accel", "angle_deg", "lane_index",
-                 "route_pos_m", "leader_gap_m", "leader_id", "_slots")
+    __slots__ = ("time_s", "ids", "x", "y", "speed", "accel", "angle_deg", "leader_id",
+                 "_slots", "_m", "_static", "_lane_index", "_route_pos_m", "_leader_gap_m")
 
     def __init__(self, time_s: float, ids: list[str], rows: list[tuple[float, ...]],
                  leader_id: list[str], static: tuple[np.ndarray, np.ndarray],
@@ -114,16 +115,39 @@ class VehicleStates:
         vehicle; `static`: (depart position, minGap) arrays aligned with `ids`; `slots`: id ->
         index for `ids`, when the caller already has it (built on first `index` otherwise)."""
         m = np.array(rows, dtype=np.float64).reshape(len(ids), 8).T
-        depart, min_gap = static
-        gaps = m[7]
         self.time_s = time_s
         self.ids = ids
         self.x, self.y, self.speed, self.accel, self.angle_deg = m[0], m[1], m[2], m[3], m[4]
-        self.lane_index = m[5].astype(np.int64)
-        self.route_pos_m = depart + m[6]
-        self.leader_gap_m = np.where(gaps < 0, np.nan, gaps + min_gap)
         self.leader_id = leader_id
         self._slots = slots
+        # lane, route position and leader gap are computed when first read: an env step reads
+        # the kinematics of every car but these of at most the ego
+        self._m, self._static = m, static
+        self._lane_index = self._route_pos_m = self._leader_gap_m = None
+
+    @property
+    def lane_index(self) -> np.ndarray:
+        if self._lane_index is None:
+            self._lane_index = self._m[5].astype(np.int64)
+        return self._lane_index
+
+    @property
+    def route_pos_m(self) -> np.ndarray:
+        if self._route_pos_m is None:
+            self._route_pos_m = self._static[0] + self._m[6]
+        return self._route_pos_m
+
+    @property
+    def leader_gap_m(self) -> np.ndarray:
+        if self._leader_gap_m is None:
+            gaps = self._m[7]
+            self._leader_gap_m = np.where(gaps < 0, np.nan, gaps + self._static[1])
+        return self._leader_gap_m
+
+    def leader_gap(self, i: int) -> float:
+        """`leader_gap_m[i]` alone (the env reads the ego's every step)."""
+        gap = float(self._m[7, i])
+        return math.nan if gap < 0 else gap + float(self._static[1][i])
 
     def index(self, vehicle_id: str) -> int:
         if self._slots is None:
