@@ -8,8 +8,9 @@ env steps of iterations 2..N over their wall time; the first iteration (SUMO sta
 weights) and everything before it (Ray start, warm start) are left out.
 
 Rows (all measured in this run, on this machine):
-- the defaults end to end vs the former default of 10 PPO epochs per batch (now 5): the
-  learner's updates are most of an iteration's CPU time on 2 cores; target >= 1.5x;
+- the defaults end to end vs the former defaults (10 PPO epochs per batch, now 5; one env
+  runner per core plus one, now one per core): the learner's updates were half of an
+  iteration's time on 2 cores; target >= 1.5x;
 - the default layout (no layout flags: what `roadsense train` picks) end to end vs the
   sampling-only rate of the same layout (`LeanEnvRunner`s sampling with a policy that never
   brakes, no learner, the same dataset and env config: `benchmarks.training`'s method), and the
@@ -84,7 +85,13 @@ class TrainRun:
 
 
 FORMER_EPOCHS = 10
-"""PPO epochs per batch of the former default, run as the end-to-end baseline."""
+
+
+def former_flags() -> tuple[str, ...]:
+    """The former defaults, the end-to-end baseline: 10 PPO epochs per batch, one env runner
+    per core plus one."""
+    return ("--num-env-runners", str((os.cpu_count() or 2) + 1), "--num-epochs",
+            str(FORMER_EPOCHS))
 
 
 def train_command(budget: Budget, storage: Path, layout: tuple[int, int] | None,
@@ -195,10 +202,11 @@ def run(quick: bool = False, *, layouts: tuple[tuple[int, int], ...] = (),
     name = f"{default.runners}x{default.envs}"
     rows = []
     if former:
-        old = train_run(budget, None, ("--num-epochs", str(FORMER_EPOCHS)))
+        old = train_run(budget, None, former_flags())
         ratio = default.steps_per_s / old.steps_per_s
         rows.append(_row(f"training env steps/s end to end, defaults ({name}, 5 epochs) vs the "
-                         f"former {FORMER_EPOCHS} epochs", default.steps_per_s, old.steps_per_s,
+                         f"former ({old.runners}x{old.envs}, {FORMER_EPOCHS} epochs)",
+                         default.steps_per_s, old.steps_per_s,
                          ratio, ">= 1.5x", ratio >= 1.5, "steps/s", layout=name,
                          wall_s=default.wall_s))
     if sampling:

@@ -59,6 +59,6 @@ def test_global_cap_and_largest_nodes_first():
 
 
 def test_local_runs_and_unknown_clusters_use_the_local_cores_plus_one(tmp_path: Path):
-    local = (os.cpu_count() or 2) + 1
+    local = os.cpu_count() or 2
     assert default_env_runners(None) == local
     assert default_env_runners("auto", tmp_path / "missing.yaml") == local

@@ -118,15 +118,15 @@ class TrainSettings:
     storage: str = option("runs", help="runs folder or s3://bucket/prefix")
     """Local folder or s3://bucket/prefix for checkpoints, manifest and report."""
     num_env_runners: int | None = option(None, min=0, help="env runners (default: one per "
-        "core plus one; with --address, one per CPU of the cluster's workers at its autoscaling "
+        "core; with --address, one per CPU of the cluster's workers at its autoscaling "
         "maximum; 0 = in this process)")
-    """None: one per core plus one, or on a cluster one per CPU it can offer
+    """None: one per core, or on a cluster one per CPU it can offer
     (`roadsense.rllib.sizing`). 0: everything in this process (debug)."""
     num_envs_per_env_runner: int = option(1, min=1, help="envs per runner (the first on libsumo, "
         "the rest on traci)")
     """The first on libsumo, the others on traci (libsumo runs one simulation per process). One:
     a traci env costs ~3x a libsumo one, more than a batched forward pass saves; end to end on 2
-    cores, 3 runners x 1 env train at 1.35x the steps/s of 2 x 4 (`python -m benchmarks
+    cores, 2 runners x 1 env train at 1.34-1.36x the steps/s of 2 x 4 (`python -m benchmarks
     layouts`)."""
     budget_minutes: float | None = DEFAULT_BUDGET_MINUTES
     """Wall-clock budget; the CLI's --budget-minutes (`roadsense.cli.train.resolve_budget`)."""
@@ -142,7 +142,7 @@ class TrainSettings:
     num_epochs: int = option(5, min=1)
     """PPO passes over each train batch. Five: the learner's updates are most of an iteration's
     CPU time on a small machine (PPO samples and learns in turn), and at five passes
-    `roadsense train` makes ~1.5x the env steps/s of ten end to end on 2 cores
+    `roadsense train` makes 1.3-1.5x the env steps/s of ten end to end on 2 cores
     (`python -m benchmarks e2e`), with the same results from an hour of training
     (docs/experiments.md)."""
     lr: float = option(3e-4, min=0.0, help="learning rate at the start")

@@ -1,15 +1,18 @@
 """How many env runners a run gets when `--num-env-runners` is not given.
 
-Locally: one per core plus one. PPO samples and learns in turn, and a runner waits on Ray
-between its steps' batches, so one more runner than cores keeps the cores busy while sampling:
-on 2 cores, 3 runners x 1 env trained at 1.00-1.08x the steps/s of 2 x 1 and 1.04x of 4 x 1, end
-to end in two runs (`python -m benchmarks layouts`). On a Ray cluster (`--address`): one per CPU
-that the cluster's worker nodes offer at the autoscaler's maximum, read from the cluster config
-that `ray up` writes on the head (``~/ray_bootstrap_config.yaml``, node types' resources filled
-in by Ray). Workers start on demand, so the CPUs connected when the run starts (often none but
-the head's) would undersize it; asking for the maximum makes the autoscaler launch the workers
-that the runners need. The head's CPUs count too, when it offers any (cluster.yaml gives it
-none: it runs the driver and the learner).
+Locally: one per core. PPO samples and learns in turn; at five epochs per batch the learner
+takes 35-45% of an iteration, and a runner more than cores only adds a process that
+competes with the learner and one more weight sync: on 2 cores, end to end, 2 runners x 1 env
+trained at 1.02-1.23x the steps/s of 3 x 1 and 1.14-1.19x of 4 x 1 in two runs (`python -m
+benchmarks layouts`; at ten epochs 3 x 1 and 2 x 1 were level).
+
+On a Ray cluster (`--address`): one per CPU that the cluster's worker nodes offer at the
+autoscaler's maximum, read from the cluster config that `ray up` writes on the head
+(``~/ray_bootstrap_config.yaml``, node types' resources filled in by Ray). Workers start on
+demand, so the CPUs connected when the run starts (often none but the head's) would undersize
+it; asking for the maximum makes the autoscaler launch the workers that the runners need. The
+head's CPUs count too, when it offers any (cluster.yaml gives it none: it runs the driver and
+the learner).
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ def cluster_cpus(config: dict) -> int:
 
 def default_env_runners(address: str | None, bootstrap: Path = BOOTSTRAP_CONFIG) -> int:
     """Env runners for a run without `--num-env-runners` (see the module docstring)."""
-    local = (os.cpu_count() or 2) + 1
+    local = os.cpu_count() or 2
     if not address:
         return local
     path = bootstrap.expanduser()
     if not path.is_file():
         log.warning("--address %s but no cluster config at %s: one env runner per local "
-                    "core plus one (%d); pass --num-env-runners to size the run",
+                    "core (%d); pass --num-env-runners to size the run",
                     address, path, local)
         return local
     import yaml
@@ -56,7 +59,7 @@ def default_env_runners(address: str | None, bootstrap: Path = BOOTSTRAP_CONFIG)
     cpus = cluster_cpus(yaml.safe_load(path.read_text()) or {})
     if cpus < 1:
         log.warning("the cluster config %s declares no CPUs: one env runner per local "
-                    "core plus one (%d)", path, local)
+                    "core (%d)", path, local)
         return local
     log.info("%d env runners: the CPUs of the cluster at its maximum size (%s)", cpus, path)
     return cpus
