@@ -73,9 +73,10 @@ _KINDS = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
 
 
 EXPECTED_STEPS_PER_S_PER_RUNNER = 1000
-"""Training env steps/s per runner, learner updates included (4 envs per runner, 2-core
-laptop, lean loop: an hour-long run makes ~7 M steps with 2 runners); only used to size the
-schedules of a timed run."""
+"""Training env steps/s per runner, learner updates included, that sizes the schedules of a
+timed run (the learning-rate decay, the false-braking ramp) and nothing else. On 2 cores the
+default 2 runners make ~1,270 each end to end (`python -m benchmarks e2e`), so a decay sized
+for 15 minutes ends after ~12; two runs side by side make about half."""
 EXPECTED_STEPS_PER_S_PER_RUNNER_RLLIB_LOOP = 700
 """The same with RLlib's own sampling loop (``lean_sampling=False``)."""
 LR_DECAY_MINUTES = 15.0
