@@ -204,8 +204,11 @@ def run(quick: bool = False, *, layouts: tuple[tuple[int, int], ...] = (),
     if former:
         old = train_run(budget, None, former_flags())
         ratio = default.steps_per_s / old.steps_per_s
-        rows.append(_row(f"training env steps/s end to end, defaults ({name}, 5 epochs) vs the "
-                         f"former ({old.runners}x{old.envs}, {FORMER_EPOCHS} epochs)",
+        from roadsense.rllib.settings import TrainSettings
+
+        epochs = TrainSettings().num_epochs
+        rows.append(_row(f"training env steps/s end to end, defaults ({name}, {epochs} epochs) "
+                         f"vs the former ({old.runners}x{old.envs}, {FORMER_EPOCHS} epochs)",
                          default.steps_per_s, old.steps_per_s,
                          ratio, ">= 1.5x", ratio >= 1.5, "steps/s", layout=name,
                          wall_s=default.wall_s))

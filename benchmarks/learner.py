@@ -1,12 +1,13 @@
 """Learner-side speed: the PPO updates of one training iteration, on the CPU and on CUDA.
 
-What RLlib's learner computes per iteration with `roadsense train`'s defaults: 4,000 samples,
-10 epochs of minibatches of 256, each the policy and value paths of the Deep Sets network over
-a ragged minibatch (packed peer rows, 0-12 peers per sample like the training scenarios, cut
-from the packed batch with index arithmetic, as the ragged path needs), PPO's clipped
-surrogate and clipped value loss, backward, gradient clipping and an Adam step. Plain torch
-on the very `DeepSets` the RLModule wraps (no Ray, no SUMO), so it also runs on a machine with
-a GPU but without the rest of the stack, to decide whether a GPU learner pays.
+What RLlib's learner computes per iteration with `roadsense train`'s batch sizes at 10 epochs
+(twice the default `--num-epochs`, so twice a default iteration's updates): 4,000 samples, 10
+epochs of minibatches of 256, each the policy and value paths of the Deep Sets network over a
+ragged minibatch (packed peer rows, 0-12 peers per sample like the training scenarios, cut from
+the packed batch with index arithmetic, as the ragged path needs), PPO's clipped surrogate and
+clipped value loss, backward, gradient clipping and an Adam step. Plain torch on the very
+`DeepSets` the RLModule wraps (no Ray, no SUMO), so it also runs on a machine with a GPU but
+without the rest of the stack, to decide whether a GPU learner pays.
 
 Not included: RLlib's learner connectors (episodes to batch, GAE), its metrics and the weight
 sync to the env runners: CPU work a GPU does not speed up. So the CUDA row is an upper bound on

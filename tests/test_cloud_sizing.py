@@ -58,7 +58,7 @@ def test_global_cap_and_largest_nodes_first():
     assert cluster_cpus(config) == 2 + 2 * 8 + 1 * 4
 
 
-def test_local_runs_and_unknown_clusters_use_the_local_cores_plus_one(tmp_path: Path):
+def test_local_runs_and_unknown_clusters_use_one_runner_per_local_core(tmp_path: Path):
     local = os.cpu_count() or 2
     assert default_env_runners(None) == local
     assert default_env_runners("auto", tmp_path / "missing.yaml") == local

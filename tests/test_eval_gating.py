@@ -17,6 +17,12 @@ from roadsense.eval.gating import (
 )
 
 
+def _any_hard_brake(obs):
+    """Brakes for a hard brake anywhere."""
+    acc = obs["peers"][:, PEER_INDEX["accel"]] * PEER_SCALE[PEER_INDEX["accel"]]
+    return np.array([1.0 if (acc < -3).any() else 0.0], np.float32)
+
+
 def test_probe_observations_put_the_hard_brake_where_the_case_says() -> None:
     obs = observation(-15.0, 3.0, 25.0)
     peers = obs["peers"].astype(float) * PEER_SCALE
@@ -33,11 +39,7 @@ def test_the_rule_passes_and_indiscriminate_policies_fail() -> None:
     never = gating_probe(make_baseline("no_assist"))
     assert not never["passed"] and never["ahead_braked"] == 0.0
 
-    def any_hard_brake(obs):  # brakes for a hard brake anywhere
-        acc = obs["peers"][:, PEER_INDEX["accel"]] * PEER_SCALE[PEER_INDEX["accel"]]
-        return np.array([1.0 if (acc < -3).any() else 0.0], np.float32)
-
-    loose = gating_probe(any_hard_brake)
+    loose = gating_probe(_any_hard_brake)
     assert not loose["passed"] and loose["ahead_braked"] == 1.0
     assert loose["elsewhere_braked"] == sum(
         1 for c in CASES if c[3] is False and c[1] == c[1]) / sum(1 for c in CASES if c[3] is False)
@@ -56,11 +58,7 @@ def test_validation_cases_judge_other_places_and_count_failures() -> None:
     rule = gating_probe(make_baseline("v2v_rule"), cases=VALIDATION_CASES)
     assert rule["passed"] and rule["failed"] == 0 and rule["judged"] == len(VALIDATION_CASES)
 
-    def everywhere(obs):  # brakes for any hard brake: fails every "no brake" case
-        acc = obs["peers"][:, PEER_INDEX["accel"]] * PEER_SCALE[PEER_INDEX["accel"]]
-        return np.array([1.0 if (acc < -3).any() else 0.0], np.float32)
-
-    loose = gating_probe(everywhere, cases=VALIDATION_CASES)
+    loose = gating_probe(_any_hard_brake, cases=VALIDATION_CASES)  # fails every "no brake"
     assert loose["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is False)
     never = gating_probe(make_baseline("no_assist"), cases=VALIDATION_CASES)
     assert never["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is True)

@@ -141,8 +141,8 @@ class TrainSettings:
     train_batch_size: int = option(4000, min=64)
     minibatch_size: int = option(256, min=16)
     num_epochs: int = option(5, min=1)
-    """PPO passes over each train batch. Five: the learner's updates are most of an iteration's
-    CPU time on a small machine (PPO samples and learns in turn), and at five passes
+    """PPO passes over each train batch. Five: at ten the learner's updates took about half of
+    an iteration on a small machine (PPO samples and learns in turn), and at five passes
     `roadsense train` makes 1.3-1.5x the env steps/s of ten end to end on 2 cores
     (`python -m benchmarks e2e`), with the same results from an hour of training
     (docs/experiments.md)."""
