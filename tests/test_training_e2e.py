@@ -257,6 +257,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_brake=0.01))
     with pytest.raises(ConfigError, match="--warm-start-brake-gain must be > 0"):
         train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_brake_gain=-1.0))
+    with pytest.raises(ConfigError, match="--warm-start-brake-cap must be in"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, warm_start_brake_cap=1.5))
     with pytest.raises(ConfigError, match="--imitation-weight must be >= 0"):
         train(TrainSettings(storage=str(tmp_path), iterations=1, imitation_weight=-1.0))
     with pytest.raises(ConfigError, match="--replay-weight must be >= 0"):

@@ -83,7 +83,8 @@ def test_imitation_targets_brake_fully_on_hazards_and_never_in_calm_episodes(dem
 
 def test_imitated_brakes_follow_the_warnings_urgency(demo) -> None:
     """Only urgent warnings draw an imitated brake, as hard as `brake_gain` times the urgency
-    asks (capped at a full brake); a hazard episode's warnings that ask less are "no brake"."""
+    asks, capped at `brake_cap` (a full brake unless given); a hazard episode's warnings that
+    ask less are "no brake"."""
     u = demo.urgency
     assert u is not None and (u[demo.warned] > 0).all() and (u[~demo.warned] == 0).all()
     hazard_w = demo.warned & ~demo.calm
@@ -95,6 +96,13 @@ def test_imitated_brakes_follow_the_warnings_urgency(demo) -> None:
     level = (target[urgent] + 1) / 2
     np.testing.assert_allclose(level, np.minimum(2.0 * u[urgent] / 8.0, 1.0), rtol=1e-6)
     assert level.min() < 0.7 and level.max() == 1.0  # partial and full brakes both occur
+    capped, _ = imitation_targets(demo, no_brake_mean=-1.5, brake_threshold=0.05,
+                                  urgent_mps2=2.5, brake_gain=2.0, max_brake_mps2=8.0,
+                                  brake_cap=0.8)
+    np.testing.assert_array_equal(capped[~urgent], -1.5)
+    capped_level = (capped[urgent] + 1) / 2
+    np.testing.assert_allclose(capped_level, np.minimum(level, 0.8), rtol=1e-6)
+    assert capped_level.max() == pytest.approx(0.8) and capped_level.min() == level.min()
 
 
 def test_demonstrations_mark_calm_episodes() -> None:

@@ -208,6 +208,7 @@ def _targets(settings: TrainSettings, env_config: Any) -> dict[str, Any]:
     return {"no_brake_mean": CONVOY_MODEL["init_action_mean"],
             "brake_threshold": env_config.brake_threshold, "brake": settings.warm_start_brake,
             "brake_gain": settings.warm_start_brake_gain,
+            "brake_cap": settings.warm_start_brake_cap,
             "urgent_mps2": env_config.urgent_warning_mps2,
             "max_brake_mps2": env_config.max_brake_mps2}
 

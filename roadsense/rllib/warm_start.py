@@ -154,15 +154,15 @@ def _batch(demo: Demonstrations, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
 def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
                       brake: float | None = None, urgent_mps2: float = 0.0,
                       brake_gain: float | None = None, max_brake_mps2: float = 8.0,
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      brake_cap: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per step, the policy mean to imitate (RLlib's normalised action space: brake b -> 2b - 1)
     and its weight (braking steps weigh as much as all the others together).
 
     Imitated braking: every step of a hazard episode whose observation holds an urgent warning
     (a peer ahead reporting a hard brake, `holds_warning`, that asks the ego for `urgent_mps2`
     or more, `warning_urgency`). Its level is `brake_gain` times the urgency over
-    `max_brake_mps2`, capped at a full brake: the ego brakes as hard as the warning asks, with a
-    margin, not always fully (None: the flat level `brake`; None for both: the baseline's own).
+    `max_brake_mps2`, capped at `brake_cap`: the ego brakes as hard as the warning asks, with a
+    margin, up to the cap (None: the flat level `brake`; None for both: the baseline's own).
 
     Why every urgent warning: that includes the ones the baseline skips. `v2v_rule` brakes only
     for peers that read within 6 m of its lane, and GPS and heading errors put the cars of its
@@ -182,7 +182,7 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     urgency = demo.urgency if demo.urgency is not None else np.full(len(demo), np.inf)
     braking = ~demo.calm & demo.warned & ~counter & (urgency >= urgent_mps2)
     if brake_gain is not None:
-        level = np.minimum(brake_gain * urgency / max_brake_mps2, 1.0).astype(np.float32)
+        level = np.minimum(brake_gain * urgency / max_brake_mps2, brake_cap).astype(np.float32)
     elif brake is None:
         own = demo.brake[demo.brake > brake_threshold]
         level = np.where(demo.brake > brake_threshold, demo.brake,
@@ -206,7 +206,7 @@ BEHIND_M = (10.0, 60.0)
 """How far behind the ego a counterexample moves a warning peer (uniform, m). GPS error seldom
 puts a car ahead behind the ego (under 1% of the peer rows of `v2v_rule`'s training
 demonstrations read behind), so the range can start near."""
-BESIDE_M = (30.0, 60.0)
+BESIDE_M = (25.0, 60.0)
 """How far to the side a counterexample moves a warning peer (uniform, m, either side): beyond
 the lateral offsets that GPS and heading errors give a car in the ego's own lane. In `v2v_rule`'s
 training demonstrations the hard-braking peers, all in the ego's lane, read a median 5-10 m and
