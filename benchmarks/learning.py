@@ -64,6 +64,10 @@ def bar_rows(run_dir: Path) -> list[dict]:
         t, r = trained.get(key), rule.get(key)
         rows.append(_row(f"{label}, trained vs v2v_rule", t, r, target,
                          t is not None and r is not None and ok(t, r)))
+    if "brake_dv_mps_mean" in trained:  # what the TTC row costs (runs before it lack it)
+        rows.append(_row("speed braked off per hazard episode m/s, trained vs v2v_rule",
+                         trained["brake_dv_mps_mean"], rule["brake_dv_mps_mean"],
+                         "(comparison)", True))
     for rec, by_policy in (manifest.get("final_replay") or {}).items():
         got = by_policy[name]
         rows.append(_row(f"real replay {rec}: rows braking, trained vs v2v_rule",

@@ -210,6 +210,9 @@ def test_no_hazard_episode_and_false_braking(env: ConvoyEnv) -> None:
     assert info["false_brake"] and info["first_brake_s"] == 0.0
     assert info["brake_steps"] == 20
     assert info["peak_decel_mps2"] == pytest.approx(0.9 * env.config.max_brake_mps2, rel=1e-6)
+    # the speed the assist's braking takes off: 20 steps of 0.9 x max brake x 0.1 s
+    assert info["brake_dv_mps"] == pytest.approx(20 * 0.09 * env.config.max_brake_mps2,
+                                                 rel=1e-6)
     assert info["reward_terms"]["false_brake"] < 0
 
 

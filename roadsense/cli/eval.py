@@ -17,8 +17,11 @@ app_help = "Evaluate checkpoints or baselines on fixed suites and real recording
 
 
 def app(
-    policy: Annotated[list[str], typer.Argument(help="checkpoint folder, policy.pt, no_assist "
-                                                     "or v2v_rule (one or more)")],
+    policy: Annotated[list[str], typer.Argument(help="checkpoint folder, policy.pt, or a "
+                                                     "baseline: no_assist, v2v_rule, "
+                                                     "urgency_brake, with optional settings "
+                                                     "(v2v_rule:brake=0.6,hold_s=2); one or "
+                                                     "more")],
     suite: Annotated[list[str] | None, typer.Option(
         help="suite name or file (repeatable)")] = None,
     suites: Annotated[bool, typer.Option(
@@ -83,11 +86,13 @@ def app(
 def _suite_table(summary: dict[str, Any], suite_names: list[str]) -> None:
     table = Table(title=f"evaluation ({', '.join(suite_names)})")
     for col in ("policy", "collision rate", "reaction s (median)", "min TTC s (median)",
-                "false braking"):
+                "false braking", "brake steps", "peak decel m/s^2", "speed braked off m/s"):
         table.add_column(col)
     for name, m in summary.items():
         table.add_row(name, _pct(m["collision_rate"]), _num(m["reaction_s_median"]),
-                      _num(m["min_ttc_s_median"]), _pct(m["false_brake_rate"]))
+                      _num(m["min_ttc_s_median"]), _pct(m["false_brake_rate"]),
+                      _num(m["brake_steps_per_hazard_episode"]),
+                      _num(m["peak_decel_mps2_mean"]), _num(m["brake_dv_mps_mean"]))
     Console().print(table)
 
 

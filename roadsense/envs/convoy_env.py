@@ -258,7 +258,7 @@ class ConvoyEnv(gym.Env):
         self._gt = {"min_gap_m": math.inf, "min_ttc_s": math.inf, "hazard_msg_rx_s": None,
                     "warning_rx_s": None,
                     "first_brake_s": None, "brake_steps": 0, "peak_decel_mps2": 0.0,
-                    "other_collisions": 0}
+                    "brake_dv_mps": 0.0, "other_collisions": 0}
         self._states = states
         self._episode_info = {
             "scenario_id": scenario.id,
@@ -300,8 +300,9 @@ class ConvoyEnv(gym.Env):
             if self._gt["first_brake_s"] is None:
                 self._gt["first_brake_s"] = round(t_ep, 3)
             self._gt["brake_steps"] += 1
-            self._gt["peak_decel_mps2"] = max(self._gt["peak_decel_mps2"],
-                                              brake * cfg.max_brake_mps2)
+            decel = brake * cfg.max_brake_mps2
+            self._gt["peak_decel_mps2"] = max(self._gt["peak_decel_mps2"], decel)
+            self._gt["brake_dv_mps"] += decel * STEP_LENGTH_S
         elif self._overriding:
             self._hand_back(states.time_s)
         if self._driver_resync_step is not None and _step_of(states.time_s) >= \
@@ -507,6 +508,7 @@ class ConvoyEnv(gym.Env):
             "false_brake": hz.plan is None and gt["first_brake_s"] is not None,
             "brake_steps": gt["brake_steps"],
             "peak_decel_mps2": gt["peak_decel_mps2"],
+            "brake_dv_mps": gt["brake_dv_mps"],
             "other_collisions": gt["other_collisions"],
             "peers_held": peers,
             "reward_terms": dict(self._rewards.terms),

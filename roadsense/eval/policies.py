@@ -8,6 +8,7 @@ Its action is the deterministic one: the Gaussian's mean, mapped from RLlib's no
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,12 @@ def save_policy(module: Any, path: str | Path) -> Path:
 
 
 def load_policy(spec: str) -> tuple[str, Any]:
-    """(name, policy) from a baseline name, a checkpoint folder, or a `policy.pt` file."""
-    if spec in BASELINES:
-        return spec, make_baseline(spec)
+    """(name, policy) from a baseline name, optionally with settings (`v2v_rule:brake=0.6`,
+    `urgency_brake:gain=3,hold_s=1`: the constructor's keyword arguments), a checkpoint
+    folder, or a `policy.pt` file."""
+    name, _, settings = spec.partition(":")
+    if name in BASELINES:
+        return spec, make_baseline(name, **_baseline_settings(name, settings))
     path = Path(spec)
     if path.is_dir():
         candidates = [path / POLICY_FILE, *sorted(path.glob(f"*/{POLICY_FILE}"))]
@@ -94,3 +98,31 @@ def load_policy(spec: str) -> tuple[str, Any]:
                           fix=f"pass a checkpoint folder, a {POLICY_FILE}, or one of "
                               f"{sorted(BASELINES)}")
     return f"trained:{path.parent.name}", TorchPolicy(path)
+
+
+def _baseline_settings(name: str, text: str) -> dict[str, float]:
+    """`key=value,key=value` as numbers, checked against baseline `name`'s parameters."""
+    accepted = [p for p in inspect.signature(BASELINES[name]).parameters if p != "step_s"]
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ConfigError(f"{name} setting {item!r} has no value", path=f"{name}:{text}",
+                              fix="write NAME:key=value,..., e.g. v2v_rule:brake=0.6")
+        if key not in accepted:
+            raise ConfigError(f"{name} has no setting {key!r}", path=f"{name}:{text}",
+                              fix="write NAME:key=value,... with keys among "
+                                  f"{accepted or 'none (it takes no settings)'}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} setting {key}={value!r} is not a number",
+                              path=f"{name}:{text}", fix="give a number, e.g. brake=0.6"
+                              ) from None
+    try:
+        make_baseline(name, **out)
+    except ValueError as exc:
+        raise ConfigError(f"{name} settings rejected: {exc}", path=f"{name}:{text}",
+                          fix="change the settings") from None
+    return out

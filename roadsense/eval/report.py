@@ -56,6 +56,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "false_brake_rate": _rate(calm, "false_brake"),
             "brake_steps_per_hazard_episode": _mean(hz, "brake_steps"),
             "peak_decel_mps2_mean": _mean(hz, "peak_decel_mps2"),
+            "brake_dv_mps_mean": _mean(hz, "brake_dv_mps"),
         }
     return out
 
@@ -110,6 +111,9 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, *,
                              "braking steps per hazard episode (mean)", False),
                             ("peak_decel_mps2_mean",
                              "peak agent deceleration per hazard episode (m/s^2, mean)", False),
+                            ("brake_dv_mps_mean",
+                             "speed the agent's braking takes off per hazard episode (m/s, mean)",
+                             False),
                             ("hazard_episodes", "hazard episodes", False),
                             ("no_hazard_episodes", "no-hazard episodes", False)):
         cells = [str(summary[p][key]) if key.endswith("episodes") else _fmt(summary[p][key], pct)

@@ -45,6 +45,7 @@ def episode_row(info: dict[str, Any], ret: float, steps: int) -> dict[str, Any]:
         "false_brake": bool(info["false_brake"]),
         "brake_steps": int(info["brake_steps"]),
         "peak_decel_mps2": float(info["peak_decel_mps2"]),
+        "brake_dv_mps": float(info["brake_dv_mps"]),
         "return": float(ret),
         "steps": steps,
     }
