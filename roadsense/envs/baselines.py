@@ -76,8 +76,8 @@ class UrgencyBrake:
             raise ValueError(f"need 0 <= floor <= cap <= 1, gain > 0 and hold_s >= 0, got "
                              f"floor {floor}, cap {cap}, gain {gain}, hold_s {hold_s}")
         self.gain, self.cap, self.floor, self.urgent = gain, cap, floor, urgent_mps2
-        self.decel, self.half_width, self.max_brake = decel_mps2, lane_half_width_m, \
-            max_brake_mps2
+        self.decel, self.half_width = decel_mps2, lane_half_width_m
+        self.max_brake = max_brake_mps2
         self.hold_steps = round(hold_s / step_s)
         self._left, self._level = 0, 0.0
 

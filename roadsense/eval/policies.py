@@ -83,7 +83,11 @@ def load_policy(spec: str) -> tuple[str, Any]:
     folder, or a `policy.pt` file."""
     name, _, settings = spec.partition(":")
     if name in BASELINES:
-        return spec, make_baseline(name, **_baseline_settings(name, settings))
+        try:
+            return spec, make_baseline(name, **_baseline_settings(name, settings))
+        except ValueError as exc:  # the constructor's own range checks
+            raise ConfigError(f"{name} settings rejected: {exc}", path=spec,
+                              fix="change the settings") from None
     path = Path(spec)
     if path.is_dir():
         candidates = [path / POLICY_FILE, *sorted(path.glob(f"*/{POLICY_FILE}"))]
@@ -120,9 +124,4 @@ def _baseline_settings(name: str, text: str) -> dict[str, float]:
             raise ConfigError(f"{name} setting {key}={value!r} is not a number",
                               path=f"{name}:{text}", fix="give a number, e.g. brake=0.6"
                               ) from None
-    try:
-        make_baseline(name, **out)
-    except ValueError as exc:
-        raise ConfigError(f"{name} settings rejected: {exc}", path=f"{name}:{text}",
-                          fix="change the settings") from None
     return out
