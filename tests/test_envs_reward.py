@@ -18,6 +18,21 @@ def test_terms_add_up_and_accumulate() -> None:
     assert set(r.terms) == set(TERMS)
 
 
+def test_hazard_response_pays_up_to_its_brake_level_and_not_beyond() -> None:
+    """Beyond `hazard_response_max_brake` a harder brake earns no more shaping, so only the
+    comfort cost is left and the warned optimum is that level, not the full brake."""
+    def response(brake: float, **weights: float) -> float:
+        r = RewardTracker(RewardWeights(**weights), 8.0)
+        r.step(brake=brake, ttc_s=float("inf"), collision=False, justified=True, warned=True)
+        return r.terms["hazard_response"]
+
+    w = RewardWeights()
+    assert w.hazard_response_max_brake == 0.8
+    assert response(0.5) == pytest.approx(w.hazard_response * 0.5 * 0.1)
+    assert response(1.0) == response(0.8) == pytest.approx(w.hazard_response * 0.8 * 0.1)
+    assert response(1.0, hazard_response_max_brake=1.0) == pytest.approx(w.hazard_response * 0.1)
+
+
 def test_braking_without_reason_is_penalised_only_when_safe() -> None:
     calm = RewardTracker(RewardWeights(false_brake=2.0), 8.0)
     calm.step(brake=0.5, ttc_s=float("inf"), collision=False, justified=False)

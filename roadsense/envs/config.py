@@ -69,6 +69,12 @@ class RewardWeights:
     exploration noise alone does not teach a sustained brake. It pays only on what the view
     holds, so that no other cue of a hazard episode is rewarded; at 2.0 policies brake on calm
     roads with one peer in view (docs/experiments.md)."""
+    hazard_response_max_brake: float = 0.8
+    """`hazard_response` pays on the brake command up to this level (of the full brake) and
+    not beyond. Paid on the whole command, the shaping outweighs the comfort cost at every
+    level (1 - 0.2 b > 0 per second), so PPO pushes every warned brake to the full brake,
+    above the level the imitation asks (`TrainSettings.warm_start_brake_cap`, also 0.8):
+    trained policies' peak deceleration rose over the run on validation."""
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 
@@ -119,6 +125,9 @@ class EnvConfig:
             problems.append(f"urgent_warning_mps2 must be >= 0, got {self.urgent_warning_mps2}")
         if not 0 <= self.brake_threshold < 1:
             problems.append(f"brake_threshold must be in [0, 1), got {self.brake_threshold}")
+        if not 0 < self.reward.hazard_response_max_brake <= 1:
+            problems.append(f"reward.hazard_response_max_brake must be in (0, 1], got "
+                            f"{self.reward.hazard_response_max_brake}")
         if self.sumo_backend not in ("auto", "libsumo", "traci"):
             problems.append(f"sumo_backend must be auto, libsumo or traci, got "
                             f"{self.sumo_backend!r}")

@@ -11,9 +11,10 @@
 | false_brake_onset | onset    | -false_brake_onset each time braking starts while no hazard is |
 |               |              | under way or just resolved (5 s), whatever the ttc: the eval's  |
 |               |              | false-braking rate counts episodes, not brake-seconds           |
-| hazard_response | second     | +hazard_response * brake while the hazard is braking or just   |
-|               |              | resolved (2 s) and the ego's view holds a warning: a peer      |
-|               |              | ahead reporting hard braking, now or within the last second    |
+| hazard_response | second     | +hazard_response * min(brake, hazard_response_max_brake)       |
+|               |              | while the hazard is braking or just resolved (2 s) and the     |
+|               |              | ego's view holds a warning: a peer ahead reporting hard        |
+|               |              | braking, now or within the last second                         |
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class RewardTracker:
         r_false = -w.false_brake * brake * dt if brake and not (justified or unsafe) else 0.0
         r_onset = -w.false_brake_onset if brake and not self._prev_brake and not justified \
             else 0.0
-        r_resp = w.hazard_response * brake * dt if warned else 0.0
+        r_resp = w.hazard_response * min(brake, w.hazard_response_max_brake) * dt if warned \
+            else 0.0
         self._prev_brake = brake
         t = self.terms
         t["collision"] += r_collision
