@@ -64,6 +64,7 @@ def test_a_one_step_brake_pays_on_a_warning_and_costs_without_a_reason(brake: fl
         return (r.step(brake=brake, ttc_s=float("inf"), collision=False, **situation)
                 + r.step(brake=0.0, ttc_s=float("inf"), collision=False, **situation))
 
-    assert one_step(justified=True, warned=True) > 0.5 * RewardWeights().hazard_response * (
-        brake * 0.1)
+    w = RewardWeights()
+    assert one_step(justified=True, warned=True) > 0.5 * w.hazard_response * (
+        min(brake, w.hazard_response_max_brake) * 0.1)
     assert one_step(justified=False) < -RewardWeights().false_brake * brake * 0.1

@@ -228,11 +228,12 @@ class TrainSettings:
     warm_start_brake_cap: float = option(0.8, help="highest imitated brake level (0.8: "
         "v2v_rule's own)")
     """The imitated brake never exceeds this level (of the full brake), however urgent the
-    warning: the assist sheds speed as early as the rule and at most as hard, and a harder stop
-    is the driver's. At a full-brake cap the trained policies' mean peak deceleration ran
-    above the rule's; in scripted urgency braking on `validation-v3` the cap at 0.8 takes
-    the mean peak deceleration from 4.71 to 3.93 m/s^2 (the rule: 4.43) and sheds about as
-    much speed (docs/experiments.md)."""
+    warning: the assist brakes as early as the rule and at most as hard, and a harder stop is
+    the driver's. At a full-brake cap the trained policies' mean peak deceleration ran above
+    the rule's; scripted on `validation-v3` (`roadsense eval urgency_brake:cap=1
+    urgency_brake`), the cap at 0.8 takes the mean peak deceleration from 4.71 to 3.93 m/s^2
+    (the rule: 4.43) and the speed braked off from 3.8 to 3.5 m/s. The reward's
+    `hazard_response_max_brake` stops paying at the same level, so PPO is not pulled past it."""
     gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
         "steps with the braking peer moved behind or beside the ego, imitated as no brake")
     """Teach the gate a driver applies: brake for a hard-braking car ahead in the lane, not for
