@@ -3,7 +3,9 @@ policy (the checkpoint validation picks) on `standard-v1` / `no-hazard-v1` colli
 no more than `v2v_rule`, false-brakes no more than it, is gentler than it (fewer braking steps
 per hazard episode, lower mean peak deceleration), keeps a median minimum time-to-collision at
 least the rule's, and on the real recordings replayed in the final report brakes on at most 2%
-of the rows with no brake longer than 2 s. Not part of the default `make bench` (it takes an
+of the rows with no brake longer than 2 s. One row more, not judged, sets the speed the trained
+policy's braking takes off beside the rule's: the time-to-collision row's cost (README,
+"Braking trade-off"). Not part of the default `make bench` (it takes an
 hour): run `python -m benchmarks learning` (`ROADSENSE_LEARNING_SEED=N` for seed N, or
 `--quick` for a 5-minute smoke of the same path).
 
