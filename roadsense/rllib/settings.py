@@ -221,19 +221,19 @@ class TrainSettings:
     """Imitated brakes follow how hard the warning asks the ego to brake (`warning_urgency`,
     m/s^2): this gain times that over the full brake's deceleration, capped at
     `warm_start_brake_cap`, so a distant warning draws a partial brake and a near one the cap;
-    2.0 leaves a margin of
-    two. On `validation-v3`, warm-start fits alone (two seeds): peak deceleration 5.2 against
-    6.0 at a flat full brake, median minimum TTC 5.7-5.8 s against the rule's 5.2 s, no
-    collisions (docs/experiments.md). None: the flat `warm_start_brake`."""
+    2.0 leaves a margin of two. On `validation-v3`, warm-start fits alone (two seeds, capped at
+    a full brake): peak deceleration 5.2 against 6.0 at a flat full brake, median minimum TTC
+    5.7-5.8 s against the rule's 5.2 s, no collisions (docs/experiments.md). None: the flat
+    `warm_start_brake`."""
     warm_start_brake_cap: float = option(0.8, help="highest imitated brake level (0.8: "
         "v2v_rule's own)")
-    """The imitated brake never exceeds this level (of the full brake), however urgent the
-    warning: the assist brakes as early as the rule and at most as hard, and a harder stop is
-    the driver's. At a full-brake cap the trained policies' mean peak deceleration ran above
-    the rule's; scripted on `validation-v3` (`roadsense eval urgency_brake:cap=1
-    urgency_brake`), the cap at 0.8 takes the mean peak deceleration from 4.71 to 3.93 m/s^2
-    (the rule: 4.43) and the speed braked off from 3.8 to 3.5 m/s. The reward's
-    `hazard_response_max_brake` stops paying at the same level, so PPO is not pulled past it."""
+    """With `warm_start_brake_gain`, the imitated brake never exceeds this level (of the full
+    brake), however urgent the warning: the assist brakes as early as the rule and at most as
+    hard, and a harder stop is the driver's. At a full-brake cap the trained policies' mean
+    peak deceleration runs above the rule's; scripted on `validation-v3` (`roadsense eval
+    urgency_brake:cap=1 urgency_brake`), the cap at 0.8 takes the mean peak deceleration from
+    4.71 to 3.93 m/s^2 (the rule: 4.43) and the speed braked off from 3.8 to 3.5 m/s. The reward's
+    `hazard_response_max_brake` stops paying at the same level, so PPO is not paid to go past it."""
     gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
         "steps with the braking peer moved behind or beside the ego, imitated as no brake")
     """Teach the gate a driver applies: brake for a hard-braking car ahead in the lane, not for
