@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, warning_urgency
+from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, urgency_brake, warning_urgency
 
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -91,7 +91,8 @@ class UrgencyBrake:
             in_lane = p[np.abs(p[:, _LAT] * PEER_SCALE[_LAT]) < self.half_width]
             urgency = warning_urgency(obs["ego"], in_lane, self.decel)
             if urgency > 0 and urgency >= self.urgent:
-                level = min(max(self.gain * urgency / self.max_brake, self.floor), self.cap)
+                level = float(urgency_brake(urgency, self.gain, self.max_brake, self.cap,
+                                            self.floor))
         if level > 0:
             self._left, self._level = self.hold_steps, level
         elif self._left > 0:

@@ -203,6 +203,14 @@ def warning_urgencies(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray,
     return out
 
 
+def urgency_brake(urgency: float | np.ndarray, gain: float, max_brake_mps2: float,
+                  cap: float, floor: float = 0.0) -> float | np.ndarray:
+    """The brake level (of the full brake) that answers a warning's urgency (m/s^2, from
+    `warning_urgency`): `gain` times it over the full brake's deceleration, within
+    [`floor`, `cap`]. What the warm start imitates and what `urgency_brake` does."""
+    return np.clip(gain * urgency / max_brake_mps2, floor, cap)
+
+
 def ego_features(speed: float, accel: float) -> np.ndarray:
     """The ego row; `accel` is already relative to the IMU's running mean."""
     return np.array([speed, accel], dtype=np.float32) / EGO_SCALE

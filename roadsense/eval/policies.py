@@ -84,7 +84,7 @@ def load_policy(spec: str) -> tuple[str, Any]:
     name, _, settings = spec.partition(":")
     if name in BASELINES:
         try:
-            return spec, make_baseline(name, **_baseline_settings(name, settings))
+            return spec, make_baseline(name, **_baseline_settings(spec))
         except ValueError as exc:  # the constructor's own range checks
             raise ConfigError(f"{name} settings rejected: {exc}", path=spec,
                               fix="change the settings") from None
@@ -104,24 +104,26 @@ def load_policy(spec: str) -> tuple[str, Any]:
     return f"trained:{path.parent.name}", TorchPolicy(path)
 
 
-def _baseline_settings(name: str, text: str) -> dict[str, float]:
-    """`key=value,key=value` as numbers, checked against baseline `name`'s parameters."""
+def _baseline_settings(spec: str) -> dict[str, float]:
+    """`NAME:key=value,key=value`'s settings as numbers, checked against the baseline's
+    parameters."""
+    name, _, text = spec.partition(":")
     accepted = [p for p in inspect.signature(BASELINES[name]).parameters if p != "step_s"]
     out: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq:
-            raise ConfigError(f"{name} setting {item!r} has no value", path=f"{name}:{text}",
+            raise ConfigError(f"{name} setting {item!r} has no value", path=spec,
                               fix="write NAME:key=value,..., e.g. v2v_rule:brake=0.6")
         if key not in accepted:
-            raise ConfigError(f"{name} has no setting {key!r}", path=f"{name}:{text}",
+            raise ConfigError(f"{name} has no setting {key!r}", path=spec,
                               fix="write NAME:key=value,... with keys among "
                                   f"{accepted or 'none (it takes no settings)'}")
         try:
             out[key] = float(value)
         except ValueError:
             raise ConfigError(f"{name} setting {key}={value!r} is not a number",
-                              path=f"{name}:{text}", fix="give a number, e.g. brake=0.6"
+                              path=spec, fix="give a number, e.g. brake=0.6"
                               ) from None
     return out

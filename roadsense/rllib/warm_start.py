@@ -35,7 +35,13 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from roadsense.envs.baselines import make_baseline
 from roadsense.envs.episodes import EpisodeRunner
-from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, holds_warning, warning_urgencies
+from roadsense.envs.observation import (
+    PEER_INDEX,
+    PEER_SCALE,
+    holds_warning,
+    urgency_brake,
+    warning_urgencies,
+)
 from roadsense.models import DeepSets
 from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_X, pack_observations
 
@@ -182,7 +188,7 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     urgency = demo.urgency if demo.urgency is not None else np.full(len(demo), np.inf)
     braking = ~demo.calm & demo.warned & ~counter & (urgency >= urgent_mps2)
     if brake_gain is not None:
-        level = np.minimum(brake_gain * urgency / max_brake_mps2, brake_cap).astype(np.float32)
+        level = urgency_brake(urgency, brake_gain, max_brake_mps2, brake_cap).astype(np.float32)
     elif brake is None:
         own = demo.brake[demo.brake > brake_threshold]
         level = np.where(demo.brake > brake_threshold, demo.brake,
