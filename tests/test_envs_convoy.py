@@ -244,6 +244,8 @@ def test_bad_inputs(env: ConvoyEnv) -> None:
         ConvoyEnv(config={"episode_len": 3})
     with pytest.raises(ConfigError, match="max_brake_mps2"):
         ConvoyEnv(config={"max_brake_mps2": 50})
+    with pytest.raises(ConfigError, match="reward.over_cap must be >= 0"):
+        ConvoyEnv(config={"reward": {"over_cap": -1.0}})
     env.reset(seed=0)
     with pytest.raises(ValueError, match="finite"):
         env.step(np.array([np.nan], np.float32))

@@ -68,6 +68,23 @@ def test_validation_score_counts_failed_gating_cases() -> None:
     from roadsense.rllib.validation import validation_score
 
     summary = {"collision_rate": 0.01, "false_brake_rate": 0.02}
-    assert validation_score(summary, 0.1) == pytest.approx(0.13)
-    assert validation_score(summary, 0.1, 1.0, 1 / 6, 0.1) == pytest.approx(0.13 + 0.1 / 6)
-    assert validation_score(summary, None, 1.0, 0.5, 0.0) == pytest.approx(0.03)
+    assert validation_score(summary, 0.1) == pytest.approx(0.04 + 0.02 + 0.1)
+    assert validation_score(summary, 0.1, 1.0, 1 / 6, 0.1) == pytest.approx(0.16 + 0.1 / 6)
+    assert validation_score(summary, None, 1.0, 0.5, 0.0) == pytest.approx(0.06)
+    assert validation_score(summary, None, 1.0, 0.5, 0.0, 1.0) == pytest.approx(0.03)
+
+
+def test_validation_score_weighs_a_collision_above_a_false_brake() -> None:
+    """With validation-v3's 156 hazard and 78 calm episodes, 1 collision and 1 false brake
+    scores worse than 0 collisions and 2 false brakes."""
+    from roadsense.rllib.validation import best_validation, validation_score
+
+    early = {"collision_rate": 1 / 156, "false_brake_rate": 1 / 78}
+    late = {"collision_rate": 0.0, "false_brake_rate": 2 / 78}
+    assert validation_score(early) > validation_score(late)
+    picked = best_validation([{"iteration": 70, "score": validation_score(early)},
+                              {"iteration": 657, "score": validation_score(late)}])
+    assert picked["iteration"] == 657
+    # weighed like a false brake, the early checkpoint wins: the weight decides
+    assert validation_score(early, collision_weight=1.0) < validation_score(
+        late, collision_weight=1.0)

@@ -263,6 +263,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         train(TrainSettings(storage=str(tmp_path), iterations=1, imitation_weight=-1.0))
     with pytest.raises(ConfigError, match="--replay-weight must be >= 0"):
         train(TrainSettings(storage=str(tmp_path), iterations=1, replay_weight=-1.0))
+    with pytest.raises(ConfigError, match="--collision-weight must be >= 0"):
+        train(TrainSettings(storage=str(tmp_path), iterations=1, collision_weight=float("nan")))
     with pytest.raises(ConfigError, match="recording not found"):  # before any Ray start
         train(TrainSettings(storage=str(tmp_path), iterations=1, replay=["nope.npz"]))
     with pytest.raises(EvalSuiteError, match="no eval suite 'nope'"):  # before any Ray start

@@ -15,6 +15,8 @@
 |               |              | while the hazard is braking or just resolved (2 s) and the     |
 |               |              | ego's view holds a warning: a peer ahead reporting hard        |
 |               |              | braking, now or within the last second                         |
+| over_cap      | second       | -over_cap * ((brake - cap) / (1 - cap))^2 while the brake is   |
+|               |              | above cap = hazard_response_max_brake (the rule's level)       |
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from roadsense import STEP_LENGTH_S
 from roadsense.envs.config import RewardWeights
 
 TERMS = ("collision", "unsafe_ttc", "comfort", "jerk", "false_brake", "false_brake_onset",
-         "hazard_response")
+         "hazard_response", "over_cap")
 
 
 class RewardTracker:
@@ -34,6 +36,9 @@ class RewardTracker:
         self.max_brake = max_brake_mps2
         self.terms = dict.fromkeys(TERMS, 0.0)
         self._prev_brake = 0.0
+        cap = weights.hazard_response_max_brake
+        self._cap = cap
+        self._over_cap_span = 1.0 - cap
 
     def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool,
              warned: bool = False) -> float:
@@ -50,6 +55,10 @@ class RewardTracker:
             else 0.0
         r_resp = w.hazard_response * min(brake, w.hazard_response_max_brake) * dt if warned \
             else 0.0
+        r_over = 0.0
+        if brake > self._cap:
+            excess = (brake - self._cap) / self._over_cap_span
+            r_over = -w.over_cap * excess * excess * dt
         self._prev_brake = brake
         t = self.terms
         t["collision"] += r_collision
@@ -59,4 +68,5 @@ class RewardTracker:
         t["false_brake"] += r_false
         t["false_brake_onset"] += r_onset
         t["hazard_response"] += r_resp
-        return r_collision + r_ttc + r_comfort + r_jerk + r_false + r_onset + r_resp
+        t["over_cap"] += r_over
+        return r_collision + r_ttc + r_comfort + r_jerk + r_false + r_onset + r_resp + r_over

@@ -86,6 +86,13 @@ policy: with the decay spread over the hour, checkpoints 6 minutes apart swing b
 4 validation collisions in 153 and 2-13% false braking (docs/experiments.md)."""
 
 
+COLLISION_WEIGHT = 4.0
+"""Default weight of the collision rate (hazard episodes) in the validation score, against 1.0
+for the false-braking rate (calm episodes): one collision among `validation-v3`'s 156 hazard
+episodes scores like two false brakes among its 78 calm ones. A collision is the failure the
+assist exists to prevent; at 1.0 one collision scored like half a false brake, and selection
+preferred an early checkpoint with 1 collision and 1 false brake on validation to later ones
+with 0 and 2 (docs/experiments.md)."""
 REPLAY_WEIGHT = 1.0
 """Default weight of real-recording braking in the validation score. The recordings are calm
 drives, so every brake there is a false one: at 1.0, braking on 2% of a recording's rows scores
@@ -175,6 +182,9 @@ class TrainSettings:
     """Real recordings (`.npz` files, or folders of them) replayed at every validation and in
     the final report (`roadsense.eval.replay`); None: the `recordings/` folder of the current
     directory when there is one; []: none."""
+    collision_weight: float = option(COLLISION_WEIGHT, min=0.0, help="weight of the collision "
+        "rate in the validation score (the false-braking rate weighs 1)")
+    """Weight of the validation collision rate in the validation score (`validation_score`)."""
     replay_weight: float = option(REPLAY_WEIGHT, min=0.0, help="weight of the recordings' braking "
         "share in the validation score")
     """Weight of the recordings' braking (share of rows braking > 0.1) in the validation score
@@ -233,7 +243,8 @@ class TrainSettings:
     peak deceleration runs above the rule's; scripted on `validation-v3` (`roadsense eval
     urgency_brake:cap=1 urgency_brake`), the cap at 0.8 takes the mean peak deceleration from
     4.71 to 3.93 m/s^2 (the rule: 4.43) and the speed braked off from 3.8 to 3.5 m/s. The reward's
-    `hazard_response_max_brake` stops paying at the same level, so PPO is not paid to go past it."""
+    `hazard_response_max_brake` stops paying at the same level and its `over_cap` charges for
+    braking above it, so PPO is not paid to go past it."""
     gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
         "steps with the braking peer moved behind or beside the ego, imitated as no brake")
     """Teach the gate a driver applies: brake for a hard-braking car ahead in the lane, not for
@@ -325,6 +336,8 @@ class TrainSettings:
                             f"threshold), got {cap}")
         if not (math.isfinite(self.imitation_weight) and self.imitation_weight >= 0):
             problems.append(f"--imitation-weight must be >= 0, got {self.imitation_weight}")
+        if not (math.isfinite(self.collision_weight) and self.collision_weight >= 0):
+            problems.append(f"--collision-weight must be >= 0, got {self.collision_weight}")
         if not (math.isfinite(self.replay_weight) and self.replay_weight >= 0):
             problems.append(f"--replay-weight must be >= 0, got {self.replay_weight}")
         if problems:

@@ -19,7 +19,8 @@ from roadsense.eval import load_policy, run_suite, summarize
 from roadsense.eval.gating import VALIDATION_CASES, gating_probe
 from roadsense.eval.replay import convert, metrics, run_policy
 from roadsense.rllib.run_storage import CHECKPOINTS, Storage, checkpoints
-from roadsense.rllib.settings import GATING_WEIGHT, REPLAY_WEIGHT, TrainSettings
+from roadsense.rllib.settings import (COLLISION_WEIGHT, GATING_WEIGHT, REPLAY_WEIGHT,
+                                     TrainSettings)
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,14 @@ VALIDATIONS = "validations"
 
 def validation_score(summary: dict[str, Any], replay_brake_share: float | None = None,
                      replay_weight: float = REPLAY_WEIGHT, gating_failed_share: float = 0.0,
-                     gating_weight: float = GATING_WEIGHT) -> float:
-    """Lower is better: collision rate (hazard episodes) plus false-braking rate (no-hazard
-    episodes) plus `replay_weight` x the share of real-recording rows braking (None: no
-    recordings) plus `gating_weight` x the share of the gating probe's validation cases
-    answered unlike a driver."""
-    return (float(summary["collision_rate"] or 0.0) + float(summary["false_brake_rate"] or 0.0)
+                     gating_weight: float = GATING_WEIGHT,
+                     collision_weight: float = COLLISION_WEIGHT) -> float:
+    """Lower is better: `collision_weight` x the collision rate (hazard episodes) plus the
+    false-braking rate (no-hazard episodes) plus `replay_weight` x the share of real-recording
+    rows braking (None: no recordings) plus `gating_weight` x the share of the gating probe's
+    validation cases answered unlike a driver."""
+    return (collision_weight * float(summary["collision_rate"] or 0.0)
+            + float(summary["false_brake_rate"] or 0.0)
             + replay_weight * float(replay_brake_share or 0.0)
             + gating_weight * float(gating_failed_share))
 
@@ -83,7 +86,8 @@ def validate_checkpoint(settings: TrainSettings, store: Storage, folder: Path, i
              "replay_brake_share": replay_share,
              "gating_failed": gating["failed"],
              "score": validation_score(summary, replay_share, settings.replay_weight,
-                                       gating_share, settings.gating_weight),
+                                       gating_share, settings.gating_weight,
+                                       settings.collision_weight),
              "episodes": len(rows),
              "dropped_episodes": len(manifest.get("dropped_episodes", [])) - before,
              "seconds": round(time.monotonic() - started, 1)}
