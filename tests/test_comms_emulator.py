@@ -199,6 +199,30 @@ def _relay_world(relay_hops: int, seconds: float = 200.0):
     return emu, from_c
 
 
+def test_gps_errors_move_the_reported_positions_not_the_radios():
+    """`position_error` shifts what the messages report; loss and range follow where the cars
+    are: a peer 10 m away reporting 500 m further on is heard, one 260 m away (beyond the
+    maximum range) reporting 250 m closer is not."""
+    ids = ["V001", "V002"]
+    z = np.zeros(2)
+
+    def views(true_x: float, error_x: float) -> list:
+        emu = EspNowEmulator(PARAMS)
+        emu.reset(np.random.default_rng(3), ids)
+        err = np.array([[0.0, error_x], [0.0, 0.0]])
+        out = []
+        for k in range(50):
+            emu.step(k * DT, ids, np.array([0.0, true_x]), z, z, z, z, z, position_error=err)
+            out.append(emu.view("V001"))
+        return out
+
+    near = [v for v in views(10.0, 500.0) if len(v)]
+    assert len(near) >= 40
+    reported = np.concatenate([v.x for v in near])
+    assert abs(np.median(reported) - 510.0) < 3 * PARAMS.noise_std["position_std_m"]
+    assert not any(len(v) for v in views(260.0, -250.0))
+
+
 def test_relay_off_cannot_reach_beyond_range():
     emu, from_c = _relay_world(0)
     assert from_c == []
@@ -287,6 +311,8 @@ def test_bad_calls_raise_clear_errors():
         emu.step(0.1, ["V001", "V002", "V999"], x, y, v, a, h, w)
     with pytest.raises(ConfigError, match="one value per id"):
         emu.step(0.1, ["V001", "V002"], x, y, v, a, h, w)
+    with pytest.raises(ConfigError, match=r"position_error \(2, ids\)"):
+        emu.step(0.1, ids, x, y, v, a, h, w, position_error=np.zeros((2, 1)))
     with pytest.raises(ConfigError, match="receivers"):
         emu.reset(np.random.default_rng(0), ids, receivers=["nobody"])
     with pytest.raises(ConfigError, match="duplicates"):
@@ -297,8 +323,8 @@ def test_bad_calls_raise_clear_errors():
     (1, ["V001", "V005"]), (7, ["V001", "V005"]), (32, ["V001", "V005"]), (256, ["V001"])])
 def test_planned_fast_path_gives_the_same_messages_as_step_by_step(plan_steps, receivers):
     """Planning ahead is only a speed-up: with vehicles leaving, bins changing (steadily and
-    against the plan's prediction) and an irregular step in the middle, every view is
-    bit-identical to the step-by-step path's."""
+    against the plan's prediction), an irregular step in the middle and GPS errors that wander,
+    every view is bit-identical to the step-by-step path's."""
     n = 9
     ids = [f"V{i + 1:03d}" for i in range(n)]
     rng = np.random.default_rng(0)
@@ -315,7 +341,8 @@ def test_planned_fast_path_gives_the_same_messages_as_step_by_step(plan_steps, r
             m = len(present)
             x = np.arange(n)[:m] * 18.0 + speeds[:m] * t + 4.0 * np.sin(0.5 * t + phase[:m])
             z = np.zeros(m)
-            emu.step(t, present, x, z, speeds[:m], z, np.full(m, 90.0), z)
+            gps = np.stack([5.0 * np.sin(0.3 * k + phase[:m]), np.cos(0.2 * k + phase[:m])])
+            emu.step(t, present, x, z, speeds[:m], z, np.full(m, 90.0), z, position_error=gps)
             for r in receivers:
                 v = emu.view(r)
                 out.append((list(v.sender), np.stack([v.x, v.y, v.speed, v.accel, v.heading_deg,

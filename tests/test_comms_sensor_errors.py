@@ -101,8 +101,8 @@ def _simulated_convoy(episodes: int, seconds: float) -> dict[str, np.ndarray]:
             x = speed * t + gap
             err.advance(0.1)
             heading = 90.0 + err.heading_bias_deg  # SUMO's angle: 90 = east
-            emu.step(t, ids, x + err.gps_error[0], err.gps_error[1], np.full(3, speed),
-                     err.accel_bias, heading, np.zeros(3))
+            emu.step(t, ids, x, np.zeros(3), np.full(3, speed), err.accel_bias, heading,
+                     np.zeros(3), position_error=err.gps_error)
             msgs = emu.view("V001")
             if not len(msgs):
                 continue

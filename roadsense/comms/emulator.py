@@ -39,7 +39,7 @@ import numpy as np
 from roadsense import STEP_LENGTH_S
 from roadsense.comms.messages import ARRIVAL, HEADING, HOPS, SEND, SLOT, ReceivedMessages
 from roadsense.comms.params import EmulatorParams, params_version
-from roadsense.comms.plan import PLAN_MAX_STEPS, Plan, PlannedSteps
+from roadsense.comms.plan import PLAN_MAX_STEPS, Plan, PlannedSteps, sample
 from roadsense.comms.radio import (
     N_QUANTILES,
     NOISE_QUANTILES,
@@ -63,7 +63,8 @@ class EspNowEmulator(PlannedSteps):
     The constructor only declares; `reset` sizes an episode.
 
     Episode state (slot = index in reset's ``vehicle_ids``; row = a receiving slot):
-    ``_prev`` (6, n) the samples content is made from; ``_base``/``_cnt`` per-vehicle send
+    ``_prev`` (8, n) the samples content is made from (rows 0-5, as reported: the senders'
+    GPS errors included) and where the senders are (rows 6-7: the link distances); ``_base``/``_cnt`` per-vehicle send
     schedule (send time = base + count * period); ``_bad`` (rows, n) Gilbert-Elliott states;
     ``_a``/``_b`` (4, rows, n) the newest two delivered packets per link (slot in the content
     ring, send time, arrival, hops); ``_ring`` (depth, 6, n) message content per round.
@@ -167,7 +168,7 @@ class EspNowEmulator(PlannedSteps):
         self._link_idx = np.arange(nr * n).reshape(nr, n)  # flat index of each link
         self._one_hop = np.ones(n, dtype=np.int64)
         self._one_hop.flags.writeable = False  # shared by every view without relay
-        self._prev = np.zeros((6, n))
+        self._prev = np.zeros((8, n))
         self._prev_t: float | None = None
         self._now = -math.inf
         self._ids = None
@@ -225,15 +226,20 @@ class EspNowEmulator(PlannedSteps):
 
     # ------------------------------------------------------------------ per step
     def step(self, now_s: float, ids: list[str], x, y, speed, accel, heading_deg,
-             yaw_rate) -> None:
-        """Advance the radio to time ``now_s`` given the true states of the vehicles present.
+             yaw_rate, position_error=None) -> None:
+        """Advance the radio to time ``now_s`` given the states of the vehicles present.
 
         ``ids`` may be a subset of reset's ``vehicle_ids``; the arrays (float, aligned with
-        ``ids``) use SUMO's conventions: metres, m/s, m/s^2, heading degrees, rad/s.
+        ``ids``) use SUMO's conventions: metres, m/s, m/s^2, heading degrees, rad/s, and hold
+        what each sender's sensors estimate, except ``x``/``y``: where the vehicles are.
+        ``position_error`` (2, len(ids)), metres: the senders' GPS errors, added to the
+        positions the messages report; the link distances (loss, latency) use ``x``/``y``, where
+        the radios really are. None: the messages report ``x``/``y``.
         """
         now = float(now_s)
         if self._plan is not None:
-            if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate):
+            if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate,
+                               position_error):
                 return
             self._leave_plan()
         if type(ids) is not list and type(ids) is not tuple:  # e.g. libsumo's tuples are fine
@@ -242,14 +248,12 @@ class EspNowEmulator(PlannedSteps):
             if not self._ready:
                 raise RuntimeError("EspNowEmulator.step() before reset()")
             self._set_ids(ids)
-        try:
-            state = np.array((x, y, speed, accel, heading_deg, yaw_rate), dtype=np.float64)
-        except ValueError:
-            state = None
-        if state is None or state.shape != (6, len(ids)):
+        state = sample(x, y, speed, accel, heading_deg, yaw_rate, position_error)
+        if state is None or state.shape != (8, len(ids)):
             raise ConfigError(
                 f"step(): x, y, speed, accel, heading_deg, yaw_rate must each hold one value per "
-                f"id ({len(ids)} ids)", fix="pass arrays aligned with ids")
+                f"id and position_error (2, ids) ({len(ids)} ids)",
+                fix="pass arrays aligned with ids")
         if self._identity:
             cur = state
         else:
@@ -279,11 +283,12 @@ class EspNowEmulator(PlannedSteps):
                     fix="pass the simulation's step length to reset(step_length_s=...)",
                 )
             # Link distance bins from the senders' samples, fixed for the whole window.
-            dist = self._distances(prev[:2])
+            dist = self._distances(prev[6:])
             bins = self._model.edges.searchsorted(dist, "right")
             if self._try_plan(now, dt, bins, prev, cur):
                 self._prev = prev
-                if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate):
+                if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate,
+                                   position_error):
                     return
                 raise AssertionError("a fresh plan must hold for its first step")
             self._emit(now, dt, prev, bins, dist)
@@ -322,7 +327,7 @@ class EspNowEmulator(PlannedSteps):
 
     def _write_content(self, content: np.ndarray, prev: np.ndarray, k: int) -> None:
         """A round's message content: the samples plus block ``k``'s noise, heading wrapped."""
-        np.add(prev, self._noise_blk[k], out=content)
+        np.add(prev[:6], self._noise_blk[k], out=content)
         heading = content[HEADING]
         np.remainder(heading, 360.0, out=heading)
 

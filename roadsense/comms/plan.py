@@ -63,11 +63,25 @@ class Plan:
     i: int = 0  # steps consumed
 
 
+def sample(x, y, speed, accel, heading_deg, yaw_rate, position_error) -> np.ndarray | None:
+    """`EspNowEmulator._prev`'s layout (8, n) for one step: the reported state (positions plus
+    ``position_error``), then the true positions; None when the arrays do not stack."""
+    try:
+        state = np.array((x, y, speed, accel, heading_deg, yaw_rate, x, y), dtype=np.float64)
+        if position_error is not None:
+            if np.shape(position_error) != (2, state.shape[1]):
+                return None
+            state[:2] += position_error
+    except ValueError:
+        return None
+    return state
+
+
 class PlannedSteps:
     """Mixin of `EspNowEmulator`: the planned fast path (see the module docstring)."""
 
     def _fast_step(self, now: float, ids: list[str], x, y, speed, accel, heading_deg,
-                   yaw_rate) -> bool:
+                   yaw_rate, position_error=None) -> bool:
         """Take one planned step if the plan holds; False: the caller steps normally.
 
         Only what a view needs is updated here; counters and the step-by-step state catch up
@@ -78,17 +92,17 @@ class PlannedSteps:
         if not (i < plan.h and abs(now - plan.q[i]) <= 1e-6 and type(ids) is type(self._ids)
                 and ids == self._ids):
             return False
-        state = np.array((x, y, speed, accel, heading_deg, yaw_rate), dtype=np.float64)
+        state = sample(x, y, speed, accel, heading_deg, yaw_rate, position_error)
         prev = self._prev
-        if state.shape != prev.shape:
+        if state is None or state.shape != prev.shape:
             return False  # the step-by-step path explains the problem
-        # this round's distance bins (from the senders' samples) must be the ones planned
-        dist = self._distances(prev[:2])
+        # this round's distance bins (where the senders were) must be the ones planned
+        dist = self._distances(prev[6:])
         if plan.edges.searchsorted(dist, "right").tobytes() != plan.keys[i]:
             return False
         # the round's content (`_write_content`, inlined: this runs every step)
         content = plan.ring[(plan.g0 + i) % plan.depth]
-        np.add(prev, plan.noise[i], out=content)
+        np.add(prev[:6], plan.noise[i], out=content)
         heading = content[HEADING]
         np.remainder(heading, 360.0, out=heading)
         plan.i = i + 1
@@ -123,7 +137,7 @@ class PlannedSteps:
         positions extrapolated from the last two samples. A plan holds while the actual bins
         match; a wrong guess only ends it early (vehicles moving steadily keep plans long)."""
         steps = np.arange(-1.0, h - 1.0)
-        pos = cur[:2, None, :] + steps[:, None] * (cur[:2] - prev[:2])[:, None, :]  # (2, h, n)
+        pos = cur[6:, None, :] + steps[:, None] * (cur[6:] - prev[6:])[:, None, :]  # (2, h, n)
         pred = self._model.edges.searchsorted(self._distances(pos), "right")
         pred[0] = bins
         return pred.reshape(h, *self._link_ok.shape)

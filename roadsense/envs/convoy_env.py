@@ -439,13 +439,13 @@ class ConvoyEnv(gym.Env):
         self._prev_angle = angle
         now = states.time_s
         # What each sender's GPS/IMU estimates: the true state plus its persistent errors
-        # (the radio adds the per-message noise).
+        # (the radio adds the per-message noise); the link distances use the true positions.
         err = self._errors
         err.advance(STEP_LENGTH_S)
         gps = err.gps_error if self._err_all else err.gps_error[:, self._err_idx]
-        self._emulator.step(now, self._radio_now, states.x[idx] + gps[0], states.y[idx] + gps[1],
+        self._emulator.step(now, self._radio_now, states.x[idx], states.y[idx],
                             states.speed[idx], states.accel[idx] + self._accel_bias_now,
-                            angle + self._heading_bias_now, -yaw)
+                            angle + self._heading_bias_now, -yaw, position_error=gps)
         msgs = self._emulator.view(EGO_ID)
 
         # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
