@@ -64,10 +64,11 @@ class EspNowEmulator(PlannedSteps):
 
     Episode state (slot = index in reset's ``vehicle_ids``; row = a receiving slot):
     ``_prev`` (8, n) the samples content is made from (rows 0-5, as reported: the senders'
-    GPS errors included) and where the senders are (rows 6-7: the link distances); ``_base``/``_cnt`` per-vehicle send
-    schedule (send time = base + count * period); ``_bad`` (rows, n) Gilbert-Elliott states;
-    ``_a``/``_b`` (4, rows, n) the newest two delivered packets per link (slot in the content
-    ring, send time, arrival, hops); ``_ring`` (depth, 6, n) message content per round.
+    GPS errors included) and where the senders are (rows 6-7: the link distances);
+    ``_base``/``_cnt`` per-vehicle send schedule (send time = base + count * period);
+    ``_bad`` (rows, n) Gilbert-Elliott states; ``_a``/``_b`` (4, rows, n) the newest two
+    delivered packets per link (slot in the content ring, send time, arrival, hops);
+    ``_ring`` (depth, 6, n) message content per round.
     """
 
     def __init__(self, params: EmulatorParams, *, relay_hops: int = 0,

@@ -81,10 +81,10 @@ class RewardWeights:
     as a share of the range above it (1.0 at the full brake, 0.25 halfway): the assist brakes at
     most at the rule's level and leaves a harder stop to the driver, unless a collision (50) is
     at stake. Squared, like the comfort cost, so it has no slope at the cap and does not push a
-    noisy policy's mean below it. With the shaping capped alone, nothing but the comfort cost (0.036 per second from 0.8 to 1.0) holds PPO
-    back from buying time-to-collision with harder brakes, and the trained policies' mean peak
-    deceleration on validation ran at 4.5-4.7 m/s^2 against the rule's 4.43
-    (docs/experiments.md). 0: no such cost."""
+    noisy policy's mean below it. With the shaping capped alone, nothing but the comfort cost
+    (0.036 per second more at 1.0 than at 0.8) holds PPO back from buying time-to-collision
+    with harder brakes, and the trained policies' mean peak deceleration on validation ran at
+    4.5-4.7 m/s^2 against the rule's 4.43 (docs/experiments.md). 0: no such cost."""
     ttc_safe_s: float = 3.0
     """Below this time-to-collision the situation counts as unsafe (and braking as justified)."""
 

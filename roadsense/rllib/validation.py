@@ -19,8 +19,7 @@ from roadsense.eval import load_policy, run_suite, summarize
 from roadsense.eval.gating import VALIDATION_CASES, gating_probe
 from roadsense.eval.replay import convert, metrics, run_policy
 from roadsense.rllib.run_storage import CHECKPOINTS, Storage, checkpoints
-from roadsense.rllib.settings import (COLLISION_WEIGHT, GATING_WEIGHT, REPLAY_WEIGHT,
-                                     TrainSettings)
+from roadsense.rllib.settings import COLLISION_WEIGHT, GATING_WEIGHT, REPLAY_WEIGHT, TrainSettings
 
 log = logging.getLogger(__name__)
 
