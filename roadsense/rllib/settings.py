@@ -242,7 +242,7 @@ class TrainSettings:
     hard, and a harder stop is the driver's. At a full-brake cap the trained policies' mean
     peak deceleration runs above the rule's; scripted on `validation-v3` (`roadsense eval
     urgency_brake:cap=1 urgency_brake`), the cap at 0.8 takes the mean peak deceleration from
-    4.71 to 3.93 m/s^2 (the rule: 4.43) and the speed braked off from 3.8 to 3.5 m/s. The reward's
+    4.68 to 3.93 m/s^2 (the rule: 4.39) and the speed braked off from 3.7 to 3.5 m/s. The reward's
     `hazard_response_max_brake` stops paying at the same level and its `over_cap` charges for
     braking above it, so PPO is not paid to go past it."""
     gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
