@@ -36,9 +36,6 @@ class RewardTracker:
         self.max_brake = max_brake_mps2
         self.terms = dict.fromkeys(TERMS, 0.0)
         self._prev_brake = 0.0
-        cap = weights.hazard_response_max_brake
-        self._cap = cap
-        self._over_cap_span = 1.0 - cap
 
     def step(self, *, brake: float, ttc_s: float, collision: bool, justified: bool,
              warned: bool = False) -> float:
@@ -53,12 +50,9 @@ class RewardTracker:
         r_false = -w.false_brake * brake * dt if brake and not (justified or unsafe) else 0.0
         r_onset = -w.false_brake_onset if brake and not self._prev_brake and not justified \
             else 0.0
-        r_resp = w.hazard_response * min(brake, w.hazard_response_max_brake) * dt if warned \
-            else 0.0
-        r_over = 0.0
-        if brake > self._cap:
-            excess = (brake - self._cap) / self._over_cap_span
-            r_over = -w.over_cap * excess * excess * dt
+        cap = w.hazard_response_max_brake
+        r_resp = w.hazard_response * min(brake, cap) * dt if warned else 0.0
+        r_over = -w.over_cap * ((brake - cap) / (1.0 - cap)) ** 2 * dt if brake > cap else 0.0
         self._prev_brake = brake
         t = self.terms
         t["collision"] += r_collision
