@@ -19,14 +19,17 @@ Rows (all measured in this run):
 `run(env_id=...)` takes the gym id to sample from (default ``roadsense/Convoy-v0``, whose
 steps cost what SUMO costs; the toy ragged env also works).
 
-Known limit: with one sub-env a runner's fixed cost per vector step is of the order of a
-libsumo ConvoyEnv step (~0.1 ms), so the 1-env row cannot reach 0.7x with either loop. In
-RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls; in the
-lean loop (policy in numpy, ~0.04 ms) it is the rest of the action step (Gaussian sample,
-logp, unsquash), RLlib's episode bookkeeping (``add_env_step``, its env step timer) and
-shipping the episodes (~8 us per env step to pickle them in the runner, ~5 us to
-unpickle them in the driver, measured in-process; ~17 and ~7 us before actions and model
-outputs were shipped as arrays). With 4 sub-envs (3 on traci) the lean row sits at 0.67-0.71x.
+Known limit: with one sub-env a runner's fixed cost per vector step is about half a libsumo
+ConvoyEnv step, so the 1-env row cannot reach 0.7x with either loop. In RLlib's loop that cost
+is mostly its connector pipelines and the policy's torch calls. In the lean loop, timed
+in-process on an idle 2-core host (one base-scenario env, 6,000 steps): ~400 us for the env
+step, ~190 us for the action step (the numpy policy ~110 us at batch 1: ~25 numpy calls, each
+slower than in a tight loop because the SUMO step in between evicts the caches; packing, the
+Gaussian sample, logp and unsquash the rest), ~25 us of RLlib's episode bookkeeping
+(``add_env_step``), i.e. ~0.65x in-process. Shipping the episodes adds ~16 us per env step
+to pickle them in the runner (mostly the ragged observations) and ~10 us to unpickle them in
+the driver.
+With 4 sub-envs (3 on traci) the fixed cost is shared and the lean row sits at 0.48-0.71x.
 """
 
 from __future__ import annotations
