@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from roadsense.deploy import runtime
 from roadsense.models import POOLINGS, DeepSets, DeepSetsConfig, NumpyPolicy
 
 E, F = 3, 7
@@ -45,6 +46,22 @@ def test_numpy_policy_matches_the_torch_policy(pooling: str, activation: str) ->
         assert ours.dtype == np.float32 and ours.shape == (len(counts), 2)
         np.testing.assert_allclose(ours, _torch_policy(net, ego, peers, counts),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_one_sample_pools_as_the_batch_path_does_bit_for_bit(pooling: str) -> None:
+    """A batch of one (an env runner with one env, a car) skips the segment arithmetic; its
+    pooled row is the batch path's for the same sample exactly, for 0 to 40 peers. (The
+    matrix products themselves may round differently at another batch size, in numpy as in
+    torch: a seed's episodes are the same for the same runner layout.)"""
+    rng = np.random.default_rng(1)
+    for k in (0, 1, 2, 3, 5, 8, 13, 40):
+        h = rng.normal(size=(k, 16)).astype(np.float32)
+        one = runtime._pool_one(h, k, pooling)
+        batch = runtime._pool(h, np.array([k], np.int64), pooling)
+        for got, want in zip(one, batch, strict=True):
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
 
 
 def test_numpy_policy_follows_in_place_weight_updates() -> None:

@@ -20,7 +20,7 @@ from roadsense.rllib import (
     pack_observations,
     pad_observations,
 )
-from roadsense.rllib.connectors import PEER_COUNT, PEER_PAD, PEER_X
+from roadsense.rllib.connectors import EGO, PEER_COUNT, PEER_PAD, PEER_X
 from roadsense.rllib.ppo import build_config
 from roadsense.rllib.toy_env import TOY_ENV_ID, ToyRaggedEnv
 
@@ -62,6 +62,27 @@ def test_pack_and_pad_layouts() -> None:
     assert not padded[PEER_PAD][1, 3:].any()
     with pytest.raises(ValueError, match="kmax"):
         pad_observations(obs, 4, kmax=2)
+
+
+def test_one_observation_packs_as_in_a_batch_into_new_arrays() -> None:
+    """One observation (an env runner with one env) takes a shorter path: the same arrays,
+    dtypes and shapes as packing it among others, and copies, never views of the episode's
+    observation."""
+    obs = _observations([3, 0, 2])
+    obs[1]["peers"] = np.zeros((0,), np.float32)  # an empty set without its feature dim
+    obs[2] = {k: v.astype(np.float64) for k, v in obs[2].items()}  # converted to float32
+    for i, o in enumerate(obs):
+        alone = pack_observations([o], 4)
+        together = pack_observations(obs, 4)
+        start = sum(len(np.reshape(x["peers"], (-1, 4))) for x in obs[:i])
+        want = {EGO: together[EGO][i:i + 1], PEER_COUNT: together[PEER_COUNT][i:i + 1],
+                PEER_X: together[PEER_X][start:start + len(alone[PEER_X])]}
+        assert alone.keys() == want.keys()
+        for key, array in alone.items():
+            assert array.dtype == want[key].dtype and array.shape == want[key].shape
+            np.testing.assert_array_equal(array, want[key])
+        for key, name in ((EGO, "ego"), (PEER_X, "peers")):
+            assert not np.shares_memory(alone[key], o[name])
 
 
 def test_padded_learner_batch_gives_same_outputs_and_gradients_as_packed() -> None:

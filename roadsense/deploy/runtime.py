@@ -68,6 +68,20 @@ def deepsets_policy(phi: list[Layer], rho: list[Layer], head: list[Layer], pooli
     counts = np.asarray(counts)
     batch = len(counts)
     h = mlp(phi, np.asarray(peers, np.float32))
+    if batch == 1:
+        pooled = _pool_one(h, int(counts[0]), pooling)
+        c = np.array([[counts[0]]], np.float32)
+    else:
+        pooled = _pool(h, counts, pooling)
+        c = counts.astype(np.float32)[:, None]
+    x = np.concatenate([np.asarray(ego, np.float32), *pooled, (c == 0).astype(np.float32),
+                        np.log1p(c)], axis=1)
+    return mlp(head, mlp(rho, x))
+
+
+def _pool(h: np.ndarray, counts: np.ndarray, pooling: str) -> list[np.ndarray]:
+    """The pooled rows (B, H) of each sample's peer embeddings `h` (sum counts, H)."""
+    batch = len(counts)
     filled = counts > 0
     # Rows of the samples that have peers start here; an empty sample owns no rows, so
     # `reduceat` over these starts reduces exactly each filled sample's rows.
@@ -85,10 +99,27 @@ def deepsets_policy(phi: list[Layer], rho: list[Layer], head: list[Layer], pooli
         if starts.size:
             top[filled] = np.maximum.reduceat(h, starts, axis=0)
         parts.append(top)
-    c = counts.astype(np.float32)[:, None]
-    x = np.concatenate([np.asarray(ego, np.float32), *parts, (c == 0).astype(np.float32),
-                        np.log1p(c)], axis=1)
-    return mlp(head, mlp(rho, x))
+    return parts
+
+
+_FIRST_ROW = np.zeros(1, np.intp)
+
+
+def _pool_one(h: np.ndarray, count: int, pooling: str) -> list[np.ndarray]:
+    """`_pool` for one sample (an env runner with one env, a car): the same reductions, bit
+    for bit, without the segment arithmetic, which is most of the calls at batch 1."""
+    if count == 0:
+        zero = np.zeros((1, h.shape[1]), np.float32)
+        return [zero, zero] if "_" in pooling else [zero]
+    parts = []
+    if pooling in ("sum", "mean", "sum_max", "mean_max"):
+        total = np.add.reduceat(h, _FIRST_ROW, axis=0)
+        if pooling.startswith("mean"):
+            total /= np.float32(count)
+        parts.append(total)
+    if pooling.endswith("max"):
+        parts.append(np.maximum.reduceat(h, _FIRST_ROW, axis=0))
+    return parts
 
 
 class ArtifactPolicy:

@@ -60,7 +60,13 @@ def _peers(obs: dict, peer_dim: int) -> np.ndarray:
 
 
 def pack_observations(observations: Sequence[dict], peer_dim: int) -> dict[str, np.ndarray]:
-    """Env observations -> packed layout (ego, peer_count, peer_x); no padding anywhere."""
+    """Env observations -> packed layout (ego, peer_count, peer_x); no padding anywhere.
+    Always new arrays, never views of the observations."""
+    if len(observations) == 1:  # an env runner with one env, every step: no stacking
+        obs = observations[0]
+        peers = np.array(obs[PEERS], np.float32).reshape(-1, peer_dim)
+        return {EGO: np.array(obs[EGO], np.float32, ndmin=2),
+                PEER_COUNT: np.array([len(peers)], np.int64), PEER_X: peers}
     peers = [_peers(o, peer_dim) for o in observations]
     return {
         EGO: np.stack([np.asarray(o[EGO], np.float32) for o in observations]),
