@@ -5,9 +5,10 @@ What RLlib's learner computes per iteration with `roadsense train`'s batch sizes
 epochs of minibatches of 256, each the policy and value paths of the Deep Sets network over a
 ragged minibatch (packed peer rows, 0-12 peers per sample like the training scenarios, cut from
 the packed batch with index arithmetic, as the ragged path needs), PPO's clipped surrogate and
-clipped value loss, backward, gradient clipping and an Adam step. Plain torch on the very
-`DeepSets` the RLModule wraps (no Ray, no SUMO), so it also runs on a machine with a GPU but
-without the rest of the stack, to decide whether a GPU learner pays.
+clipped value loss, backward, gradient clipping and a fused Adam step (as the learner of
+`roadsense train` runs it). Plain torch on the very `DeepSets` the RLModule wraps (no Ray, no
+SUMO), so it also runs on a machine with a GPU but without the rest of the stack, to decide
+whether a GPU learner pays.
 
 Not included: RLlib's learner connectors (episodes to batch, GAE), its metrics and the weight
 sync to the env runners: CPU work a GPU does not speed up. So the CUDA row is an upper bound on
@@ -195,7 +196,7 @@ def _padding_rows(reps: int) -> list[dict]:
         for rep in range(reps + 1):  # interleaved; the first round warms up
             for layout in layouts:
                 net = _net(torch.device("cpu"))
-                opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+                opt = torch.optim.Adam(net.parameters(), lr=3e-4, fused=True)
                 t = _layout_iteration(net, opt, b, pad, layout)
                 if rep:
                     times[layout].append(t)
@@ -215,7 +216,7 @@ def _padding_rows(reps: int) -> list[dict]:
 
 def _seconds(device: torch.device, minibatch: int, reps: int) -> float:
     net = _net(device)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4, fused=True)
     b = _batch(device)
     _iteration(net, opt, b, minibatch, device)  # warm-up (CUDA context, kernels, allocator)
     return statistics.median(_iteration(net, opt, b, minibatch, device) for _ in range(reps))

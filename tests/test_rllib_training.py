@@ -160,6 +160,7 @@ def test_ppo_iteration_on_the_convoy_env_logs_convoy_metrics(ray_local: None) ->
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_checkpoint_round_trip_restores_the_module(ray_local: None, tmp_path) -> None:
+    """The module's outputs come back bit for bit, and the learner's fused Adam its moments."""
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.core.columns import Columns
 
@@ -171,19 +172,30 @@ def test_checkpoint_round_trip_restores_the_module(ray_local: None, tmp_path) ->
     env = ToyRaggedEnv()
     obs = [env.reset(seed=s)[0] for s in range(6)]
     batch = {Columns.OBS: {k: torch.as_tensor(v) for k, v in pack_observations(obs, 4).items()}}
+
+    def adam(learner) -> tuple[bool, list[torch.Tensor]]:
+        opt = learner.get_optimizer()
+        return opt.defaults["fused"], [st["exp_avg_sq"].clone() for st in opt.state.values()]
+
     algo = config.build_algo()
     try:
         algo.train()
         before = algo.get_module().forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        fused, moments = next(iter(algo.learner_group.foreach_learner(adam))).get()
         path = algo.save_to_path(str(tmp_path / "ckpt"))
     finally:
         algo.stop()
     restored = Algorithm.from_checkpoint(path)
     try:
         after = restored.get_module().forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        fused_after, moments_after = next(iter(restored.learner_group.foreach_learner(adam))).get()
     finally:
         restored.stop()
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert fused and fused_after
+    assert len(moments) == len(moments_after) > 0
+    for a, b in zip(moments, moments_after, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.slow

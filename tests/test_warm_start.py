@@ -191,3 +191,21 @@ def test_policy_fitted_with_counterexamples_gates_like_a_driver(demo) -> None:
     assert probes["plain"]["elsewhere_braked"] > 0.3
     assert probes["counter"]["elsewhere_braked"] == 0.0
     assert probes["counter"]["ahead_braked"] == 1.0
+
+
+def test_imitation_rows_are_drawn_as_choice_draws_them_from_a_cdf_built_once() -> None:
+    """The learner builds the demonstrations' draw distribution once (`draw_cdf`) instead of on
+    every minibatch: for the same generator state it draws the very rows
+    `Generator.choice(p=...)` draws, braking steps as often as before."""
+    from roadsense.rllib.warm_start import draw_cdf, draw_rows
+
+    weight = np.random.default_rng(3).choice([1.0, 25.0, 0.0], size=5_000, p=[0.9, 0.05, 0.05])
+    cdf = draw_cdf(weight)
+    ours, theirs = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(20):  # successive minibatches: the generators stay in step
+        rows = draw_rows(cdf, ours, 256)
+        assert np.array_equal(rows, theirs.choice(len(weight), 256, p=weight / weight.sum()))
+        assert (weight[rows] > 0).all()  # a zero-weight row is never drawn
+    for bad in (np.zeros(3), np.array([1.0, -1.0, 2.0]), np.ones((2, 2)), np.array([])):
+        with pytest.raises(ValueError, match="imitation weights"):
+            draw_cdf(bad)

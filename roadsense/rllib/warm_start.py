@@ -140,11 +140,32 @@ class FitReport:
         return asdict(self)
 
 
-def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray,
-                  rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw_cdf(weight: np.ndarray) -> np.ndarray:
+    """The cumulative distribution that `Generator.choice(len(weight), p=weight / weight.sum())`
+    builds (on every call) to draw rows in proportion to `weight`."""
+    w = np.asarray(weight, np.float64)
+    if w.ndim != 1 or len(w) == 0 or not (w >= 0).all() or not w.sum() > 0:
+        raise ValueError("imitation weights must be a non-empty 1-D array of non-negative "
+                         "numbers with a positive sum")
+    cdf = np.cumsum(w / w.sum())
+    cdf /= cdf[-1]
+    return cdf
+
+
+def draw_rows(cdf: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """`size` rows drawn from `draw_cdf`'s distribution: the same rows, from the same generator
+    state, as `rng.choice(len(weight), size, p=weight / weight.sum())`."""
+    return cdf.searchsorted(rng.random(size), side="right")
+
+
+def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray, rows: np.ndarray,
+                  starts: np.ndarray | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The net's inputs (ego, packed peers, sample index) for the samples `rows` of packed
-    arrays whose samples hold `counts` peers each."""
-    starts = np.cumsum(counts) - counts  # each sample's first peer row
+    arrays whose samples hold `counts` peers each; `starts`: each sample's first peer row,
+    `cumsum(counts) - counts`, when the caller keeps it."""
+    if starts is None:
+        starts = np.cumsum(counts) - counts
     c = counts[rows]
     within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)  # 0.. within each sample
     peer_rows = np.repeat(starts[rows], c) + within
@@ -152,8 +173,9 @@ def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray,
     return torch.from_numpy(ego[rows]), torch.from_numpy(peers[peer_rows]), index
 
 
-def _batch(demo: Demonstrations, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-    return (*sample_inputs(demo.ego, demo.peers, demo.counts, rows),
+def _batch(demo: Demonstrations, rows: np.ndarray, starts: np.ndarray | None = None
+           ) -> tuple[torch.Tensor, ...]:
+    return (*sample_inputs(demo.ego, demo.peers, demo.counts, rows, starts),
             torch.from_numpy(demo.brake[rows]), torch.from_numpy(demo.returns[rows]))
 
 
@@ -279,14 +301,15 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
     target, weight = imitation_targets(demo, no_brake_mean=no_brake_mean,
                                        brake_threshold=brake_threshold, brake=brake, **targets)
     braking = target > 2.0 * brake_threshold - 1.0  # no-brake targets sit below the threshold
-    p = weight[train] / weight[train].sum()
+    cdf = draw_cdf(weight[train])
+    starts = np.cumsum(demo.counts) - demo.counts
     scale = float(np.abs(demo.returns).mean()) or 1.0  # returns reach ~-50 at a collision
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     target_t = torch.from_numpy(target)
     counter_t = torch.from_numpy(demo.counter_mask)
     for _ in range(updates):
-        rows = rng.choice(train, size=min(batch_size, len(train)), p=p)
-        ego, peers, index, _, returns = _batch(demo, rows)
+        rows = train[draw_rows(cdf, rng, min(batch_size, len(train)))]
+        ego, peers, index, _, returns = _batch(demo, rows, starts)
         mean, value = net(ego, peers, index)
         real = ~counter_t[rows]  # a counterexample's return is not its own
         loss = (torch.nn.functional.mse_loss(mean[:, 0], target_t[rows])
