@@ -50,18 +50,25 @@ def test_numpy_policy_matches_the_torch_policy(pooling: str, activation: str) ->
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_one_sample_pools_as_the_batch_path_does_bit_for_bit(pooling: str) -> None:
-    """A batch of one (an env runner with one env, a car) skips the segment arithmetic; its
-    pooled row is the batch path's for the same sample exactly, for 0 to 40 peers. (The
-    matrix products themselves may round differently at another batch size, in numpy as in
-    torch: a seed's episodes are the same for the same runner layout.)"""
+    """A batch of one (an env runner with one env, a car) takes constant segment arithmetic;
+    its pooled row is exactly that sample's row in a batch (beside samples with and without
+    peers, and in a batch where every sample has peers), for 0 to 40 peers. (The matrix
+    products themselves may round differently at another batch size, in numpy as in torch: a
+    seed's episodes are the same for the same runner layout.)"""
     rng = np.random.default_rng(1)
     for k in (0, 1, 2, 3, 5, 8, 13, 40):
-        h = rng.normal(size=(k, 16)).astype(np.float32)
-        one = runtime._pool_one(h, k, pooling)
-        batch = runtime._pool(h, np.array([k], np.int64), pooling)
-        for got, want in zip(one, batch, strict=True):
-            assert got.dtype == np.float32
-            np.testing.assert_array_equal(got, want)
+        for neighbours in ((3, 0, 2), (4, 1)):
+            counts = np.array([neighbours[0], k, *neighbours[1:]], np.int64)
+            h = rng.normal(size=(int(counts.sum()), 16)).astype(np.float32)
+            first = neighbours[0]
+            one = runtime._pool(h[first:first + k], np.array([k], np.int64), pooling)
+            batch = runtime._pool(h, counts, pooling)
+            for got, want in zip(one, batch, strict=True):
+                assert got.dtype == want.dtype == np.float32
+                assert got.shape == (1, 16) and want.shape == (len(counts), 16)
+                np.testing.assert_array_equal(got[0], want[1])
+                if k == 0:
+                    assert not got.any()
 
 
 def test_numpy_policy_follows_in_place_weight_updates() -> None:

@@ -66,59 +66,55 @@ def deepsets_policy(phi: list[Layer], rho: list[Layer], head: list[Layer], pooli
     """Policy output (B, D) for ego (B, E), packed peers (sum counts, F) in sample order and
     per-sample peer counts (B,); float32 throughout, like the torch net."""
     counts = np.asarray(counts)
-    batch = len(counts)
     h = mlp(phi, np.asarray(peers, np.float32))
-    if batch == 1:
-        pooled = _pool_one(h, int(counts[0]), pooling)
-        c = np.array([[counts[0]]], np.float32)
-    else:
-        pooled = _pool(h, counts, pooling)
-        c = counts.astype(np.float32)[:, None]
-    x = np.concatenate([np.asarray(ego, np.float32), *pooled, (c == 0).astype(np.float32),
-                        np.log1p(c)], axis=1)
+    c = counts.reshape(-1, 1).astype(np.float32)
+    x = np.concatenate([np.asarray(ego, np.float32), *_pool(h, counts, pooling),
+                        (c == 0).astype(np.float32), np.log1p(c)], axis=1)
     return mlp(head, mlp(rho, x))
-
-
-def _pool(h: np.ndarray, counts: np.ndarray, pooling: str) -> list[np.ndarray]:
-    """The pooled rows (B, H) of each sample's peer embeddings `h` (sum counts, H)."""
-    batch = len(counts)
-    filled = counts > 0
-    # Rows of the samples that have peers start here; an empty sample owns no rows, so
-    # `reduceat` over these starts reduces exactly each filled sample's rows.
-    starts = (np.cumsum(counts) - counts)[filled]
-    parts = []
-    if pooling in ("sum", "mean", "sum_max", "mean_max"):
-        total = np.zeros((batch, h.shape[1]), np.float32)
-        if starts.size:
-            total[filled] = np.add.reduceat(h, starts, axis=0)
-        if pooling.startswith("mean"):
-            total /= np.maximum(counts, 1).astype(np.float32)[:, None]
-        parts.append(total)
-    if pooling.endswith("max"):
-        top = np.zeros((batch, h.shape[1]), np.float32)
-        if starts.size:
-            top[filled] = np.maximum.reduceat(h, starts, axis=0)
-        parts.append(top)
-    return parts
 
 
 _FIRST_ROW = np.zeros(1, np.intp)
 
 
-def _pool_one(h: np.ndarray, count: int, pooling: str) -> list[np.ndarray]:
-    """`_pool` for one sample (an env runner with one env, a car): the same reductions, bit
-    for bit, without the segment arithmetic, which is most of the calls at batch 1."""
-    if count == 0:
-        zero = np.zeros((1, h.shape[1]), np.float32)
-        return [zero, zero] if "_" in pooling else [zero]
+def _pool(h: np.ndarray, counts: np.ndarray, pooling: str) -> list[np.ndarray]:
+    """The pooled rows (B, H) of each sample's peer embeddings `h` (sum counts, H): sum,
+    mean and/or max over each sample's rows, zeros for a sample without peers.
+
+    `reduceat` over the first row of each sample that has peers reduces exactly that sample's
+    rows (an empty sample owns none). With one sample, what every forward pass of a runner with
+    one env (and of a car) is, that arithmetic is constant: its rows start at row 0, and it
+    either has rows or the result is all zeros. The other reductions are the same calls
+    either way, so a sample pools to the same row, bit for bit, alone or in a batch.
+    """
+    batch, width = len(counts), h.shape[1]
+    if batch == 1:
+        n = int(counts[0])
+        if n == 0:
+            zero = np.zeros((1, width), np.float32)
+            return [zero, zero] if "_" in pooling else [zero]
+        starts, filled, divisor = _FIRST_ROW, None, np.float32(n)
+    else:
+        has_rows = counts > 0
+        starts = (np.cumsum(counts) - counts)[has_rows]
+        filled = None if 0 < starts.size == batch else has_rows
+        divisor = np.maximum(counts, 1).astype(np.float32)[:, None]
+
+    def reduce(ufunc: np.ufunc) -> np.ndarray:
+        if filled is None:  # every sample has rows: one reduced row each, in order
+            return ufunc.reduceat(h, starts, axis=0)
+        out = np.zeros((batch, width), np.float32)
+        if starts.size:
+            out[filled] = ufunc.reduceat(h, starts, axis=0)
+        return out
+
     parts = []
     if pooling in ("sum", "mean", "sum_max", "mean_max"):
-        total = np.add.reduceat(h, _FIRST_ROW, axis=0)
+        total = reduce(np.add)
         if pooling.startswith("mean"):
-            total /= np.float32(count)
+            total /= divisor
         parts.append(total)
     if pooling.endswith("max"):
-        parts.append(np.maximum.reduceat(h, _FIRST_ROW, axis=0))
+        parts.append(reduce(np.maximum))
     return parts
 
 
