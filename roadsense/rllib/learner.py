@@ -18,12 +18,13 @@ steps weighing as much as all the others together. `roadsense train` sets the da
 weight once, after the warm start (`warm_start.keep_imitating`); until then, and at weight 0,
 the learner is RLlib's PPO learner.
 
-Speed. The learner runs 80 minibatch updates per iteration (4,000 samples, minibatches of 256, 5
-epochs) on a small network, so fixed costs per minibatch count. The demonstrations' sampling
-distribution and each sample's first peer row are derived once per `set_imitation`, not per
-minibatch (a fresh `Generator.choice(p=...)` re-sums the whole distribution on every call);
-the draws are the same. Adam runs fused (one kernel over all parameters instead of a loop of
-small tensor ops per parameter); the warm start's fit draws and steps the same way.
+Speed. With the default sizes (4,000 samples, minibatches of 256, 5 epochs) the learner runs 80
+minibatch updates per iteration on a small network, so fixed costs per minibatch count. The
+demonstrations' sampling distribution and each sample's first peer row are derived once per
+`set_imitation`, not per minibatch (a fresh `Generator.choice(p=...)` re-sums the whole
+distribution on every call); the draws are the same. Adam runs fused (one kernel over all
+parameters instead of a loop of small tensor ops per parameter); the warm start's fit draws and
+steps the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 
-from roadsense.rllib.warm_start import draw_cdf, draw_rows, sample_inputs
+from roadsense.rllib.warm_start import (
+    draw_cdf,
+    draw_rows,
+    first_peer_rows,
+    sample_inputs,
+)
 
 IMITATION_LOSS = "imitation_loss"
 IMITATION_WEIGHT = "imitation_weight"
@@ -64,9 +70,8 @@ class ImitationPPOTorchLearner(PPOTorchLearner):
         """Set the term's weight; `data` (`Demonstrations.imitation_data`) replaces the
         demonstrations, `seed` the generator that draws their rows."""
         if data is not None:
-            counts = data["counts"]
             self._imitation = dict(data, cdf=draw_cdf(data["weight"]),
-                                   starts=np.cumsum(counts) - counts)
+                                   starts=first_peer_rows(data["counts"]))
         if seed is not None:
             self._imitation_rng = np.random.default_rng(seed)
         self._imitation_weight = float(weight)

@@ -158,14 +158,19 @@ def draw_rows(cdf: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarra
     return cdf.searchsorted(rng.random(size), side="right")
 
 
+def first_peer_rows(counts: np.ndarray) -> np.ndarray:
+    """Each sample's first row in packed peer rows whose samples hold `counts` peers each."""
+    return np.cumsum(counts) - counts
+
+
 def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray, rows: np.ndarray,
                   starts: np.ndarray | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The net's inputs (ego, packed peers, sample index) for the samples `rows` of packed
-    arrays whose samples hold `counts` peers each; `starts`: each sample's first peer row,
-    `cumsum(counts) - counts`, when the caller keeps it."""
+    arrays whose samples hold `counts` peers each; `starts`: `first_peer_rows(counts)`, when
+    the caller keeps it."""
     if starts is None:
-        starts = np.cumsum(counts) - counts
+        starts = first_peer_rows(counts)
     c = counts[rows]
     within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)  # 0.. within each sample
     peer_rows = np.repeat(starts[rows], c) + within
@@ -255,7 +260,7 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
     rng = np.random.default_rng(seed)
     li, ai, lat = PEER_INDEX["long_offset"], PEER_INDEX["accel"], PEER_INDEX["lat_offset"]
     hard_accel = -decel_mps2 / PEER_SCALE[ai]
-    starts = np.cumsum(demo.counts) - demo.counts
+    starts = first_peer_rows(demo.counts)
     rows = np.flatnonzero(demo.warned)
     if not rows.size:
         return demo
@@ -302,7 +307,7 @@ def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_thre
                                        brake_threshold=brake_threshold, brake=brake, **targets)
     braking = target > 2.0 * brake_threshold - 1.0  # no-brake targets sit below the threshold
     cdf = draw_cdf(weight[train])
-    starts = np.cumsum(demo.counts) - demo.counts
+    starts = first_peer_rows(demo.counts)
     scale = float(np.abs(demo.returns).mean()) or 1.0  # returns reach ~-50 at a collision
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     target_t = torch.from_numpy(target)
