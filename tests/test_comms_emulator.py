@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from roadsense.comms import EspNowEmulator, load_params
+from roadsense.comms.plan import sample
 from roadsense.errors import ConfigError
 
 DT = 0.1
@@ -313,6 +314,10 @@ def test_bad_calls_raise_clear_errors():
         emu.step(0.1, ["V001", "V002"], x, y, v, a, h, w)
     with pytest.raises(ConfigError, match=r"position_error \(2, ids\)"):
         emu.step(0.1, ids, x, y, v, a, h, w, position_error=np.zeros((2, 1)))
+    with pytest.raises(ConfigError, match=r"float64 array \(8, 3\)"):
+        emu.step_sampled(0.1, ids, np.zeros((8, 3), np.float32))
+    with pytest.raises(ConfigError, match=r"float64 array \(8, 3\)"):
+        emu.step_sampled(0.1, ids, np.zeros((6, 3)))
     with pytest.raises(ConfigError, match="receivers"):
         emu.reset(np.random.default_rng(0), ids, receivers=["nobody"])
     with pytest.raises(ConfigError, match="duplicates"):
@@ -331,7 +336,7 @@ def test_planned_fast_path_gives_the_same_messages_as_step_by_step(plan_steps, r
     speeds = 20 + rng.normal(0, 3, n)  # gaps drift across distance bins
     phase = rng.uniform(0, 6, n)  # and swing: motion the plans do not predict
 
-    def drive(emu):
+    def drive(emu, sampled=False):
         emu.reset(np.random.default_rng(7), ids, receivers=receivers, record=True)
         out = []
         t = 0.0
@@ -342,7 +347,12 @@ def test_planned_fast_path_gives_the_same_messages_as_step_by_step(plan_steps, r
             x = np.arange(n)[:m] * 18.0 + speeds[:m] * t + 4.0 * np.sin(0.5 * t + phase[:m])
             z = np.zeros(m)
             gps = np.stack([5.0 * np.sin(0.3 * k + phase[:m]), np.cos(0.2 * k + phase[:m])])
-            emu.step(t, present, x, z, speeds[:m], z, np.full(m, 90.0), z, position_error=gps)
+            if sampled:  # the env's entry: the same samples as one array
+                emu.step_sampled(t, present, sample(x, z, speeds[:m], z, np.full(m, 90.0), z,
+                                                    gps))
+            else:
+                emu.step(t, present, x, z, speeds[:m], z, np.full(m, 90.0), z,
+                         position_error=gps)
             for r in receivers:
                 v = emu.view(r)
                 out.append((list(v.sender), np.stack([v.x, v.y, v.speed, v.accel, v.heading_deg,
@@ -355,6 +365,8 @@ def test_planned_fast_path_gives_the_same_messages_as_step_by_step(plan_steps, r
     assert fast[0] == slow[0]
     assert fast[1] == slow[1]
     assert fast[2] == slow[2]
+    for plan in (plan_steps, 0):  # step_sampled takes either path to the same views
+        assert drive(EspNowEmulator(PARAMS, plan_steps=plan), sampled=True) == slow
 
 
 def test_view_before_the_first_step_is_empty_and_reset_starts_a_fresh_episode():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from roadsense.comms import EspNowEmulator, load_params
-from roadsense.comms.sensors import LEVEL_KEYS, SensorErrors, episode_levels
+from roadsense.comms.sensors import DRIVE_BLOCK, LEVEL_KEYS, SensorErrors, episode_levels
 from roadsense.envs.observation import PEER_INDEX, PEER_SCALE, AccelBaseline, peer_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,25 @@ def test_gauss_markov_gps_error_has_the_stationary_std_and_time_constant() -> No
     assert np.std(pooled) == pytest.approx(std, rel=0.08)
     corr = np.corrcoef(start.ravel(), at_tau.ravel())[0, 1]
     assert corr == pytest.approx(math.exp(-1.0), abs=0.06)
+
+
+def test_gps_error_steps_are_one_gauss_markov_draw_per_step() -> None:
+    """`advance` draws its driving noise in blocks; the errors are those of one draw per step
+    from the same generator, bit for bit, across block ends and a change of step length."""
+    params = load_params()
+    err = SensorErrors(params)
+    lv = err.reset(np.random.default_rng(11), 5, domain_randomization=True)
+    ref_rng = np.random.default_rng(11)
+    SensorErrors(params).reset(ref_rng, 5, domain_randomization=True)  # the same draws
+    expected = err.gps_error.copy()
+    for k in range(2 * DRIVE_BLOCK + 50):
+        dt = 0.1 if k < DRIVE_BLOCK + 30 else 0.05
+        keep = math.exp(-dt / lv.gps_error_tau_s)
+        expected *= keep
+        expected += lv.gps_error_std_m * math.sqrt(1.0 - keep ** 2) * ref_rng.standard_normal(
+            expected.shape)
+        err.advance(dt)
+        np.testing.assert_array_equal(err.gps_error, expected)
 
 
 def test_biases_are_constant_and_within_their_levels() -> None:

@@ -237,24 +237,40 @@ class EspNowEmulator(PlannedSteps):
         positions the messages report; the link distances (loss, latency) use ``x``/``y``, where
         the radios really are. None: the messages report ``x``/``y``.
         """
-        now = float(now_s)
-        if self._plan is not None:
-            if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate,
-                               position_error):
-                return
-            self._leave_plan()
         if type(ids) is not list and type(ids) is not tuple:  # e.g. libsumo's tuples are fine
             ids = list(ids)
-        if type(ids) is not type(self._ids) or ids != self._ids:
-            if not self._ready:
-                raise RuntimeError("EspNowEmulator.step() before reset()")
-            self._set_ids(ids)
         state = sample(x, y, speed, accel, heading_deg, yaw_rate, position_error)
         if state is None or state.shape != (8, len(ids)):
             raise ConfigError(
                 f"step(): x, y, speed, accel, heading_deg, yaw_rate must each hold one value per "
                 f"id and position_error (2, ids) ({len(ids)} ids)",
                 fix="pass arrays aligned with ids")
+        self.step_sampled(now_s, ids, state)
+
+    def step_sampled(self, now_s: float, ids: list[str] | tuple[str, ...],
+                     state: np.ndarray) -> None:
+        """`step` with the senders' samples already in one float64 array (8, len(ids)): the
+        reported x, y, speed, accel, heading, yaw rate (GPS errors included), then the true x,
+        y (`plan.sample`'s layout). The emulator keeps ``state`` as the senders' last sample:
+        pass a new array every step. `ConvoyEnv` builds it from the vehicle states directly,
+        which saves `step`'s stacking of eight arrays on every step."""
+        now = float(now_s)
+        if self._plan is not None:
+            if self._fast_step(now, ids, state):
+                return
+            self._leave_plan()
+        if type(ids) is not list and type(ids) is not tuple:
+            ids = list(ids)
+        if type(state) is not np.ndarray or state.shape != (8, len(ids)) or \
+                state.dtype != np.float64:
+            raise ConfigError(
+                f"step_sampled(): state must be a float64 array (8, {len(ids)}), one column per "
+                f"id, got {getattr(state, 'shape', type(state).__name__)}",
+                fix="build it as plan.sample() does, or call step()")
+        if type(ids) is not type(self._ids) or ids != self._ids:
+            if not self._ready:
+                raise RuntimeError("EspNowEmulator.step() before reset()")
+            self._set_ids(ids)
         if self._identity:
             cur = state
         else:
@@ -288,8 +304,7 @@ class EspNowEmulator(PlannedSteps):
             bins = self._model.edges.searchsorted(dist, "right")
             if self._try_plan(now, dt, bins, prev, cur):
                 self._prev = prev
-                if self._fast_step(now, ids, x, y, speed, accel, heading_deg, yaw_rate,
-                                   position_error):
+                if self._fast_step(now, ids, state):
                     return
                 raise AssertionError("a fresh plan must hold for its first step")
             self._emit(now, dt, prev, bins, dist)

@@ -80,9 +80,9 @@ def sample(x, y, speed, accel, heading_deg, yaw_rate, position_error) -> np.ndar
 class PlannedSteps:
     """Mixin of `EspNowEmulator`: the planned fast path (see the module docstring)."""
 
-    def _fast_step(self, now: float, ids: list[str], x, y, speed, accel, heading_deg,
-                   yaw_rate, position_error=None) -> bool:
-        """Take one planned step if the plan holds; False: the caller steps normally.
+    def _fast_step(self, now: float, ids: list[str], state: np.ndarray) -> bool:
+        """Take one planned step with the senders' samples ``state`` (`sample`'s layout) if the
+        plan holds; False: the caller steps normally.
 
         Only what a view needs is updated here; counters and the step-by-step state catch up
         when the plan is left (`_leave_plan`, `_planned_counts`).
@@ -92,9 +92,8 @@ class PlannedSteps:
         if not (i < plan.h and abs(now - plan.q[i]) <= 1e-6 and type(ids) is type(self._ids)
                 and ids == self._ids):
             return False
-        state = sample(x, y, speed, accel, heading_deg, yaw_rate, position_error)
         prev = self._prev
-        if state is None or state.shape != prev.shape:
+        if type(state) is not np.ndarray or state.shape != prev.shape or state.dtype != prev.dtype:
             return False  # the step-by-step path explains the problem
         # this round's distance bins (where the senders were) must be the ones planned
         dist = self._distances(prev[6:])

@@ -26,6 +26,9 @@ import numpy as np
 
 from roadsense.comms.params import EmulatorParams
 
+DRIVE_BLOCK = 256
+"""Steps of GPS-error driving noise drawn at once (`SensorErrors.advance`)."""
+
 LEVEL_KEYS = ("accel_bias_mps2", "gps_error_std_m", "gps_error_tau_s", "heading_bias_std_deg")
 
 
@@ -72,6 +75,8 @@ class SensorErrors:
         self.heading_bias_deg = np.zeros(0)
         self.gps_error = np.zeros((2, 0))
         self._rng: np.random.Generator | None = None
+        self._normal_blk = self._drive_blk = np.empty((0, 2, 0))  # see `advance`
+        self._drive_i = 0
 
     def reset(self, rng: np.random.Generator, n: int, *,
               domain_randomization: bool) -> SensorErrorLevels:
@@ -81,10 +86,16 @@ class SensorErrors:
         self.heading_bias_deg = rng.standard_normal(n) * lv.heading_bias_std_deg
         self.gps_error = rng.standard_normal((2, n)) * lv.gps_error_std_m
         self._dt = math.nan
+        self._normal_blk = self._drive_blk = np.empty((0, 2, n))
+        self._drive_i = 0
         return lv
 
     def advance(self, dt_s: float) -> None:
-        """One Gauss-Markov step of every vehicle's GPS error over `dt_s` seconds."""
+        """One Gauss-Markov step of every vehicle's GPS error over `dt_s` seconds.
+
+        The driving noise is drawn `DRIVE_BLOCK` steps at a time (the same values as one draw
+        per step from the same generator, which nothing else draws from after `reset`): this
+        runs every env step."""
         lv = self.levels
         if lv.gps_error_std_m == 0.0 or self._rng is None:
             return
@@ -92,5 +103,12 @@ class SensorErrors:
             self._dt = dt_s
             self._keep = math.exp(-dt_s / lv.gps_error_tau_s)
             self._drive = lv.gps_error_std_m * math.sqrt(1.0 - self._keep ** 2)
+            self._drive_blk = self._drive * self._normal_blk
+        i = self._drive_i
+        if i == len(self._drive_blk):
+            self._normal_blk = self._rng.standard_normal((DRIVE_BLOCK, *self.gps_error.shape))
+            self._drive_blk = self._drive * self._normal_blk
+            i = 0
+        self._drive_i = i + 1
         self.gps_error *= self._keep
-        self.gps_error += self._drive * self._rng.standard_normal(self.gps_error.shape)
+        self.gps_error += self._drive_blk[i]

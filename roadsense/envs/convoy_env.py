@@ -54,6 +54,7 @@ braking on other cues of hazard episodes (a calm peer far to the side; docs/expe
 _ACC = PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 _EGO_SOURCE = ("ego",)
+_NOISE_BLOCK = 256  # steps of the ego's sensor noise drawn at once
 """The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
 
 
@@ -192,6 +193,7 @@ class ConvoyEnv(gym.Env):
         states = sim.reset(seeds.sumo, scenario.sumocfg)
         hazard_rng = np.random.default_rng(seeds.hazards)
         self._sensor_rng = np.random.default_rng(seeds.domain)
+        self._noise_blk, self._noise_i = np.empty((0, len(self._noise_std))), 0
 
         # Drivers: the ego's small braking reserve, every convoy car in its lane, and each car's
         # reaction phase reset at its own random warm-up step (cars inserted together would
@@ -270,7 +272,7 @@ class ConvoyEnv(gym.Env):
             "sensor_errors": sensor_levels.as_dict(),
             "seeds": seeds.as_dict(),
         }
-        obs, peers = self._observe(states)
+        obs, peers = self._observe(states, states.index(EGO_ID))
         return obs, self._info(collision=False, peers=peers)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
@@ -333,8 +335,9 @@ class ConvoyEnv(gym.Env):
                    "peers": np.zeros((0, PEER_DIM), np.float32)}
             return obs, 0.0, False, True, self._info(collision=False, peers=0)
 
-        obs, peers = self._observe(states)
-        ttc, gap = self._ttc(states)
+        ego = states.index(EGO_ID)
+        obs, peers = self._observe(states, ego)
+        ttc, gap = self._ttc(states, ego)
         self._gt["min_gap_m"] = min(self._gt["min_gap_m"], gap)
         self._gt["min_ttc_s"] = min(self._gt["min_ttc_s"], ttc)
         since_resolved = math.inf if hz.resolved_at_s is None else t_ep - hz.resolved_at_s
@@ -408,9 +411,9 @@ class ConvoyEnv(gym.Env):
                  if states.lane_index[i] == lane and states.route_pos_m[i] > pos]
         return [vid for _, vid in sorted(ahead)]
 
-    def _ttc(self, states: Any) -> tuple[float, float]:
-        """(time-to-collision, bumper gap) of the ego to its leader; inf when not closing."""
-        ego = states.index(EGO_ID)
+    def _ttc(self, states: Any, ego: int) -> tuple[float, float]:
+        """(time-to-collision, bumper gap) of the ego (index `ego` in `states`) to its leader;
+        inf when not closing."""
         gap = states.leader_gap(ego)
         leader = states.leader_id[ego]
         if not leader or gap != gap:
@@ -418,7 +421,9 @@ class ConvoyEnv(gym.Env):
         closing = float(states.speed[ego] - states.speed[states.index(leader)])
         return (gap / closing if closing > 1e-6 else math.inf), gap
 
-    def _observe(self, states: Any) -> tuple[dict[str, np.ndarray], int]:
+    def _observe(self, states: Any, ego: int) -> tuple[dict[str, np.ndarray], int]:
+        """The observation from `states` (`ego`: the ego's index in them) and how many peers
+        it holds; advances the radio and the sensor errors by one step."""
         ids = states.ids
         if ids != self._last_ids:  # vehicles came or went: rebuild the radio index
             self._last_ids = ids
@@ -430,27 +435,33 @@ class ConvoyEnv(gym.Env):
             # every radio car in view, in reset's order: the errors need no gather
             self._err_all = bool(np.array_equal(self._err_idx, np.arange(len(self._err_slot))))
             self._prev_angle = states.angle_deg[self._radio_idx]
-            # the constant sensor biases of the cars in view, in their order
-            self._accel_bias_now = self._errors.accel_bias[self._err_idx]
-            self._heading_bias_now = self._errors.heading_bias_deg[self._err_idx]
-        idx = slice(None) if self._all_radio else self._radio_idx
-        angle = states.angle_deg[idx]
+            # the constant sensor biases (accel, heading) of the cars in view, in their order
+            self._bias_now = np.stack((self._errors.accel_bias[self._err_idx],
+                                       self._errors.heading_bias_deg[self._err_idx]))
+        kin = states.kinematics  # x, y, speed, accel, angle
+        if not self._all_radio:
+            kin = kin[:, self._radio_idx]
+        angle = kin[4]
         yaw = np.radians((angle - self._prev_angle + 180.0) % 360.0 - 180.0) / STEP_LENGTH_S
         self._prev_angle = angle
         now = states.time_s
         # What each sender's GPS/IMU estimates: the true state plus its persistent errors
         # (the radio adds the per-message noise); the link distances use the true positions.
+        # Written straight into the emulator's sample layout (`EspNowEmulator.step_sampled`).
         err = self._errors
         err.advance(STEP_LENGTH_S)
         gps = err.gps_error if self._err_all else err.gps_error[:, self._err_idx]
-        self._emulator.step(now, self._radio_now, states.x[idx], states.y[idx],
-                            states.speed[idx], states.accel[idx] + self._accel_bias_now,
-                            angle + self._heading_bias_now, -yaw, position_error=gps)
+        sample = np.empty((8, kin.shape[1]))
+        np.add(kin[:2], gps, out=sample[:2])
+        sample[2] = kin[2]
+        np.add(kin[3:], self._bias_now, out=sample[3:5])
+        np.negative(yaw, out=sample[5])
+        sample[6:] = kin[:2]
+        self._emulator.step_sampled(now, self._radio_now, sample)
         msgs = self._emulator.view(EGO_ID)
 
         # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
-        ego = states.index(EGO_ID)
-        noise = self._sensor_rng.standard_normal(5) * self._noise_std
+        noise = self._next_noise()
         e = self._ego_err
         if e is not None:
             noise[0] += err.gps_error[0, e]
@@ -477,6 +488,18 @@ class ConvoyEnv(gym.Env):
                                                 float(states.accel[ego] + noise[3]))
         obs = {"ego": ego_features(speed, ego_accel), "peers": peers}
         return obs, len(peers)
+
+    def _next_noise(self) -> np.ndarray:
+        """This step's noise of the ego's own sensors (GPS x, y, speed, accel, heading), scaled
+        by their standard deviations. Drawn `_NOISE_BLOCK` steps at a time: the same values
+        as one draw per step from the same generator, for one call every 256 steps."""
+        i = self._noise_i
+        if i == len(self._noise_blk):
+            self._noise_blk = self._sensor_rng.standard_normal(
+                (_NOISE_BLOCK, len(self._noise_std))) * self._noise_std
+            i = 0
+        self._noise_i = i + 1
+        return self._noise_blk[i]
 
     def _note_warnings(self, msgs: Any, peers: np.ndarray, now: float) -> None:
         """When the ego first holds a message reporting hard braking (in the observation's
