@@ -84,6 +84,29 @@ def test_same_seed_same_trajectory_and_seed_matters(backend: str) -> None:
     assert a != c
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advance_is_a_step_without_the_reads(backend: str) -> None:
+    """`advance` moves SUMO exactly as `step` does (the same states afterwards) and says which
+    cars are there; collisions are reported on either."""
+    with SumoProcess(base_scenario(), backend=backend) as sim:
+        stepped = _trajectory(sim, seed=3, steps=60)
+        sim.reset(3)
+        for vid in sim.states.ids:
+            sim.set_vehicle_params(vid, imperfection=0.5)
+        for k in range(59):
+            time_s, ids = sim.advance()
+            assert (time_s, ids) == (stepped[k]["time_s"], stepped[k]["ids"])
+        assert sim.step().as_dict() == stepped[59]
+        sim.set_lane_change_mode(EGO_ID, 0)
+        sim.set_speed_mode("V002", 0)
+        sim.set_speed("V002", 0.0)
+        seen = []
+        for _ in range(150):
+            sim.advance()
+            seen.extend(sim.collisions)
+        assert [(c.collider, c.victim) for c in seen] == [(EGO_ID, "V002")]
+
+
 def test_libsumo_and_traci_give_identical_states() -> None:
     with SumoProcess(base_scenario(), backend="libsumo") as sim:
         lib = _trajectory(sim, seed=5)

@@ -55,6 +55,7 @@ _ACC = PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 _EGO_SOURCE = ("ego",)
 _NOISE_BLOCK = 256  # steps of the ego's sensor noise drawn at once
+_MIN_OF = np.fmin.reduce  # NaN-ignoring: a prefilter must not hide a hard row beside a NaN
 """The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
 
 
@@ -207,13 +208,17 @@ class ConvoyEnv(gym.Env):
         asl = {vid: sim.vehicle_param(vid, "action_step_length") for vid in states.ids}
         self._ego_asl_steps = max(1, round(asl[EGO_ID] / STEP_LENGTH_S))
         self._ego_phase_step = _step_of(states.time_s)
+        time_s, present = states.time_s, states.ids
         for k in range(warmup):
             for vid, at in phase_at.items():
-                if at == k and vid in states:
+                if at == k and vid in present:
                     sim.set_action_step_length(vid, asl[vid], True)
                     if vid == EGO_ID:  # the ego's driver acts at this step and every asl after
-                        self._ego_phase_step = _step_of(states.time_s)
-            states = sim.step()
+                        self._ego_phase_step = _step_of(time_s)
+            if k < warmup - 1:  # only which cars are there matters until the last step
+                time_s, present = sim.advance()
+            else:
+                states = sim.step()
         if EGO_ID not in states:
             raise ConfigError(f"ego {EGO_ID} left the road during warm-up",
                               path=scenario.sumocfg, fix="give the scenario a longer road")
@@ -247,6 +252,9 @@ class ConvoyEnv(gym.Env):
         self._err_slot = {v: i for i, v in enumerate(radio_ids)}
         self._ego_err = self._err_slot[EGO_ID] if EGO_ID in self._err_slot else None
         self._baseline.reset()
+        # the least hard accel row that `holds_warning` or `_note_warnings` counts as hard
+        d = self.config.hazard_msg_decel_mps2
+        self._hard_report = max(-d / PEER_SCALE[_ACC], -d * _INV_ACC_SCALE)
         self._last_ids: list[str] | None = None
         self._prev_angle = np.zeros(0)
         self._heading_err = 0.0
@@ -476,7 +484,10 @@ class ConvoyEnv(gym.Env):
         speed = float(states.speed[ego] + noise[2])
         peers = peer_rows(states.x[ego] + noise[0], states.y[ego] + noise[1], heading, speed,
                           msgs, now, self._baseline)
-        if self._hazard.vehicle_id is not None:  # no hazard, no shaping: skip the check
+        # No hazard, no shaping: skip the checks; no report as hard as a warning (most steps):
+        # nothing for them to find.
+        if self._hazard.vehicle_id is not None and len(peers) and \
+                _MIN_OF(peers[:, _ACC]) <= self._hard_report:
             cfg = self.config
             if holds_warning(peers, cfg.hazard_msg_decel_mps2) and warning_urgency(
                     ego_features(speed, 0.0), peers, cfg.hazard_msg_decel_mps2

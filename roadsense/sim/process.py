@@ -417,8 +417,37 @@ class SumoProcess:
 
     def step(self) -> VehicleStates:
         """Advance 0.1 s; returns every vehicle's state and sets `collisions` (new this step)."""
-        api = self._api
-        if api is None:
+        sim = self._advance()
+        try:
+            if self.backend == "libsumo":
+                ids, rows, leaders = self._read_getters()
+            else:
+                ids, rows, leaders = self._read_subscriptions(self._api.vehicle)
+        except Exception as exc:
+            self._failed(exc)
+        static = self._static_arrays(ids)
+        self.states = VehicleStates(round(sim[tc.VAR_TIME], 6), ids, rows, leaders, static,
+                                    self._static_slots)
+        return self.states
+
+    def advance(self) -> tuple[float, list[str]]:
+        """`step` without reading the vehicles' states: (time, ids of the vehicles present),
+        and `collisions` set. For stretches that need only which cars are there (the env's
+        warm-up); `states` keeps the last read."""
+        sim = self._advance()
+        try:
+            if self.backend == "libsumo":
+                ids = list(self._getters[0]())
+            else:  # the subscriptions came back with the step anyway
+                ids = list(self._api.vehicle.getAllSubscriptionResults())
+        except Exception as exc:
+            self._failed(exc)
+        return round(sim[tc.VAR_TIME], 6), ids
+
+    def _advance(self) -> dict[int, Any]:
+        """One SUMO step: new vehicles registered, `collisions` set; the simulation's
+        subscription results."""
+        if self._api is None:
             self._require()
         advance, results = self._stepper
         try:
@@ -426,18 +455,11 @@ class SumoProcess:
             sim = results()
             for vid in sim[tc.VAR_DEPARTED_VEHICLES_IDS]:
                 self._on_departed(vid)
-            if self.backend == "libsumo":
-                ids, rows, leaders = self._read_getters()
-            else:
-                ids, rows, leaders = self._read_subscriptions(api.vehicle)
             self.collisions = (self._new_collisions() if sim[tc.VAR_COLLIDING_VEHICLES_IDS]
                                else [])
         except Exception as exc:
             self._failed(exc)
-        static = self._static_arrays(ids)
-        self.states = VehicleStates(round(sim[tc.VAR_TIME], 6), ids, rows, leaders, static,
-                                    self._static_slots)
-        return self.states
+        return sim
 
     def _read_getters(self) -> tuple[list[str], list[tuple[float, ...]], list[str]]:
         # In-process libsumo: direct getters cost less than subscriptions, whose results come
