@@ -54,9 +54,9 @@ braking on other cues of hazard episodes (a calm peer far to the side; docs/expe
 _ACC = PEER_INDEX["accel"]
 _INV_ACC_SCALE = 1.0 / PEER_SCALE[_ACC]
 _EGO_SOURCE = ("ego",)
+"""The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
 _NOISE_BLOCK = 256  # steps of the ego's sensor noise drawn at once
 _MIN_OF = np.fmin.reduce  # NaN-ignoring: a prefilter must not hide a hard row beside a NaN
-"""The ego IMU's key in the `AccelBaseline` (sender ids match `RADIO_ID`, so never clash)."""
 
 
 def _step_of(time_s: float) -> int:
