@@ -21,16 +21,16 @@ steps cost what SUMO costs; the toy ragged env also works).
 
 Known limit: with one sub-env a runner's fixed cost per vector step is half a libsumo ConvoyEnv
 step on a slow host and more than a whole one on a fast host (where SUMO speeds up more than the
-Python around it: 0.57x against 0.45x), so the 1-env row cannot reach 0.7x with either loop. In
-RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls. In the
-lean loop, timed in-process on an idle slow 2-core host (one base-scenario env, 6,000 steps,
+Python around it: 0.57x against 0.41-0.45x), so the 1-env row cannot reach 0.7x with either
+loop. In RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls.
+In the lean loop, timed in-process on an idle slow 2-core host (one base-scenario env, 6,000 steps,
 interleaved runs): the action step takes ~180-210 us (the numpy policy ~100 us at batch 1: ~20
 numpy calls, each slower than in a tight loop because the SUMO step in between evicts the
 caches; packing, the Gaussian sample, logp and unsquash the rest), RLlib's episode bookkeeping
 (``add_env_step``) ~25 us, and the env step itself runs ~10-20% slower than in the plain loop,
 for the same reason. Shipping the episodes adds ~16 us per env step to pickle them in the runner
 (mostly the ragged observations) and ~10 us to unpickle them in the driver. With 4 sub-envs (3
-on traci) the fixed cost is shared and the lean row sits at 0.48-0.79x.
+on traci) the fixed cost is shared and the lean row sits at 0.48-0.80x.
 """
 
 from __future__ import annotations

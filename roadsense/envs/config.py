@@ -75,7 +75,10 @@ class RewardWeights:
     level (1 - 0.2 b > 0 per second), so PPO pushes every warned brake to the full brake,
     above the level the imitation asks (`TrainSettings.warm_start_brake_cap`, also 0.8), and
     a policy's mean peak deceleration on validation climbs past the rule's as PPO runs
-    (docs/experiments.md). `over_cap` charges for braking above the same level."""
+    (docs/experiments.md). `over_cap` charges for braking above the same level. Paying only up
+    to what each warning asks (2 x its urgency / the full brake) instead leaves that mean peak
+    where it is: the policies still brake to about this level in most hazard episodes they
+    brake in (docs/experiments.md)."""
     over_cap: float = 1.0
     """Per second, on the square of the brake command's excess over `hazard_response_max_brake`
     as a share of the range above it (1.0 at the full brake, 0.25 halfway): the assist brakes at
