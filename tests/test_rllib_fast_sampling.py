@@ -11,6 +11,7 @@ learning, crashes).
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 
@@ -22,7 +23,7 @@ from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 
 from roadsense.rllib import LeanEnvRunner, RaggedObsToModule, RoadSenseEnvRunner, pack_observations
-from roadsense.rllib.lean_runner import ListSteps
+from roadsense.rllib.lean_runner import ListSteps, PackedObservations
 from roadsense.rllib.ppo import build_config
 from roadsense.rllib.toy_env import PEER_DIM, TOY_ENV_ID
 from roadsense.rllib.vector_env import RaggedVectorEnv
@@ -108,11 +109,46 @@ def test_lean_loop_steps_without_batching_and_ships_compact_chunks(ray_local: No
             assert not e.is_numpy and not e.observations.finalized  # ragged: lists
             assert all(type(r) is float for r in e.get_rewards())
             e.validate()
+            # observations ship as a few arrays and come back as the same list of dicts
+            assert type(e.observations.data) is PackedObservations
+            shipped = pickle.loads(pickle.dumps(e, protocol=5))
+            assert type(shipped.observations.data) is list
+            _assert_same_observations(shipped.observations.data, list(e.observations.data))
+            assert len(pickle.dumps(e.observations.data)) < len(
+                pickle.dumps(list(e.observations.data)))
         # The learner connectors take them: one PPO update on a fresh batch.
         result = algo.train()
         assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0
     finally:
         algo.stop()
+
+
+def _assert_same_observations(ours: list, theirs: list) -> None:
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert list(a) == list(b)
+        for key in a:
+            assert (a[key].dtype, a[key].shape) == (b[key].dtype, b[key].shape)
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_packed_observations_round_trip_every_layout() -> None:
+    """Ragged rows (empty ones included), fixed shapes and lists it cannot pack all come back
+    from a pickle as the same plain list."""
+    rng = np.random.default_rng(0)
+    ragged = [{"ego": rng.random(2).astype(np.float32),
+               "peers": rng.random((k, 8)).astype(np.float32)} for k in (0, 3, 0, 7, 1)]
+    fixed = [{"ego": rng.random(2), "peers": rng.random((4, 8))} for _ in range(3)]
+    mixed_keys = [{"ego": rng.random(2)}, {"peers": rng.random((1, 8))}]
+    mixed_dtype = [{"ego": rng.random(2)}, {"ego": rng.random(2).astype(np.float32)}]
+    not_dicts = [rng.random(3), rng.random(3)]
+    for observations in (ragged, fixed, mixed_keys, mixed_dtype, [], [{}] * 3):
+        back = pickle.loads(pickle.dumps(PackedObservations(observations), protocol=5))
+        assert type(back) is list
+        _assert_same_observations(back, observations)
+    back = pickle.loads(pickle.dumps(PackedObservations(not_dicts)))
+    assert type(back) is list and len(back) == len(not_dicts)
+    assert all(np.array_equal(a, b) for a, b in zip(back, not_dicts, strict=True))
 
 
 @pytest.mark.timeout(300)
