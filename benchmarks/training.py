@@ -21,7 +21,7 @@ steps cost what SUMO costs; the toy ragged env also works).
 
 Known limit: with one sub-env a runner's fixed cost per vector step is half a libsumo ConvoyEnv
 step on a slow host and more than a whole one on a fast host (where SUMO speeds up more than the
-Python around it: 0.57x against 0.41-0.45x), so the 1-env row cannot reach 0.7x with either
+Python around it: 0.57x against 0.41-0.49x), so the 1-env row cannot reach 0.7x with either
 loop. In RLlib's loop that cost is mostly its connector pipelines and the policy's torch calls.
 In the lean loop, timed in-process on an idle slow 2-core host (one base-scenario env, 6,000 steps,
 interleaved runs): the action step takes ~180-210 us (the numpy policy ~100 us at batch 1: ~20
