@@ -29,6 +29,35 @@ from roadsense.comms.params import EmulatorParams
 DRIVE_BLOCK = 256
 """Steps of GPS-error driving noise drawn at once (`SensorErrors.advance`)."""
 
+
+class NormalBlocks:
+    """Per-step standard normal draws of `shape`, times `scale`, drawn `block` steps at a time:
+    `next()` returns the values one `rng.standard_normal(shape) * scale` per call would (the
+    generator's stream does not depend on how the draws are grouped), for one generator call
+    per block. Per-step noise runs on every env step; a generator call costs more than the
+    arithmetic. `rescale` keeps the draws and changes the scale from the next value on. The
+    generator must not be drawn from elsewhere meanwhile."""
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, ...],
+                 scale: float | np.ndarray, block: int = DRIVE_BLOCK) -> None:
+        self._rng, self._shape, self._block = rng, tuple(shape), block
+        self._normal = self._scaled = np.empty((0, *self._shape))
+        self._scale = scale
+        self._i = 0
+
+    def rescale(self, scale: float | np.ndarray) -> None:
+        self._scale = scale
+        self._scaled = scale * self._normal
+
+    def next(self) -> np.ndarray:
+        i = self._i
+        if i == len(self._scaled):
+            self._normal = self._rng.standard_normal((self._block, *self._shape))
+            self._scaled = self._scale * self._normal
+            i = 0
+        self._i = i + 1
+        return self._scaled[i]
+
 LEVEL_KEYS = ("accel_bias_mps2", "gps_error_std_m", "gps_error_tau_s", "heading_bias_std_deg")
 
 
@@ -75,8 +104,7 @@ class SensorErrors:
         self.heading_bias_deg = np.zeros(0)
         self.gps_error = np.zeros((2, 0))
         self._rng: np.random.Generator | None = None
-        self._normal_blk = self._drive_blk = np.empty((0, 2, 0))  # see `advance`
-        self._drive_i = 0
+        self._drive: NormalBlocks | None = None  # GPS-error driving noise (`advance`)
 
     def reset(self, rng: np.random.Generator, n: int, *,
               domain_randomization: bool) -> SensorErrorLevels:
@@ -86,29 +114,20 @@ class SensorErrors:
         self.heading_bias_deg = rng.standard_normal(n) * lv.heading_bias_std_deg
         self.gps_error = rng.standard_normal((2, n)) * lv.gps_error_std_m
         self._dt = math.nan
-        self._normal_blk = self._drive_blk = np.empty((0, 2, n))
-        self._drive_i = 0
+        self._drive = NormalBlocks(rng, (2, n), 0.0)
         return lv
 
     def advance(self, dt_s: float) -> None:
         """One Gauss-Markov step of every vehicle's GPS error over `dt_s` seconds.
 
-        The driving noise is drawn `DRIVE_BLOCK` steps at a time (the same values as one draw
-        per step from the same generator, which nothing else draws from after `reset`): this
-        runs every env step."""
+        The driving noise comes from `NormalBlocks` (one draw per step from the generator of
+        `reset`, which nothing else draws from afterwards): this runs every env step."""
         lv = self.levels
-        if lv.gps_error_std_m == 0.0 or self._rng is None:
+        if lv.gps_error_std_m == 0.0 or self._drive is None:
             return
         if dt_s != self._dt:  # the step length never changes within an episode: cache
             self._dt = dt_s
             self._keep = math.exp(-dt_s / lv.gps_error_tau_s)
-            self._drive = lv.gps_error_std_m * math.sqrt(1.0 - self._keep ** 2)
-            self._drive_blk = self._drive * self._normal_blk
-        i = self._drive_i
-        if i == len(self._drive_blk):
-            self._normal_blk = self._rng.standard_normal((DRIVE_BLOCK, *self.gps_error.shape))
-            self._drive_blk = self._drive * self._normal_blk
-            i = 0
-        self._drive_i = i + 1
+            self._drive.rescale(lv.gps_error_std_m * math.sqrt(1.0 - self._keep ** 2))
         self.gps_error *= self._keep
-        self.gps_error += self._drive_blk[i]
+        self.gps_error += self._drive.next()

@@ -15,7 +15,7 @@ import numpy as np
 
 from roadsense import EGO_ID, STEP_LENGTH_S
 from roadsense.comms import EspNowEmulator, load_params, params_version
-from roadsense.comms.sensors import SensorErrors
+from roadsense.comms.sensors import NormalBlocks, SensorErrors
 from roadsense.envs.config import EnvConfig
 from roadsense.envs.hazards import (
     SPEED_MODE_DEFAULT,
@@ -193,8 +193,10 @@ class ConvoyEnv(gym.Env):
         sim = self._sim
         states = sim.reset(seeds.sumo, scenario.sumocfg)
         hazard_rng = np.random.default_rng(seeds.hazards)
-        self._sensor_rng = np.random.default_rng(seeds.domain)
-        self._noise_blk, self._noise_i = np.empty((0, len(self._noise_std))), 0
+        # the ego's own sensor noise (GPS x, y, speed, accel, heading), one draw per step
+        self._sensor_noise = NormalBlocks(np.random.default_rng(seeds.domain),
+                                          self._noise_std.shape, self._noise_std,
+                                          block=_NOISE_BLOCK)
 
         # Drivers: the ego's small braking reserve, every convoy car in its lane, and each car's
         # reaction phase reset at its own random warm-up step (cars inserted together would
@@ -469,7 +471,7 @@ class ConvoyEnv(gym.Env):
         msgs = self._emulator.view(EGO_ID)
 
         # the ego's own sensors: GPS position and heading, speed, acceleration, all noisy
-        noise = self._next_noise()
+        noise = self._sensor_noise.next()  # GPS x, y, speed, accel, heading
         e = self._ego_err
         if e is not None:
             noise[0] += err.gps_error[0, e]
@@ -499,18 +501,6 @@ class ConvoyEnv(gym.Env):
                                                 float(states.accel[ego] + noise[3]))
         obs = {"ego": ego_features(speed, ego_accel), "peers": peers}
         return obs, len(peers)
-
-    def _next_noise(self) -> np.ndarray:
-        """This step's noise of the ego's own sensors (GPS x, y, speed, accel, heading), scaled
-        by their standard deviations. Drawn `_NOISE_BLOCK` steps at a time: the same values
-        as one draw per step from the same generator, for one call every 256 steps."""
-        i = self._noise_i
-        if i == len(self._noise_blk):
-            self._noise_blk = self._sensor_rng.standard_normal(
-                (_NOISE_BLOCK, len(self._noise_std))) * self._noise_std
-            i = 0
-        self._noise_i = i + 1
-        return self._noise_blk[i]
 
     def _note_warnings(self, msgs: Any, peers: np.ndarray, now: float) -> None:
         """When the ego first holds a message reporting hard braking (in the observation's

@@ -172,7 +172,7 @@ def sample_inputs(ego: np.ndarray, peers: np.ndarray, counts: np.ndarray, rows: 
     if starts is None:
         starts = first_peer_rows(counts)
     c = counts[rows]
-    within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)  # 0.. within each sample
+    within = np.arange(int(c.sum())) - np.repeat(first_peer_rows(c), c)  # 0.. in each sample
     peer_rows = np.repeat(starts[rows], c) + within
     index = torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(c))
     return torch.from_numpy(ego[rows]), torch.from_numpy(peers[peer_rows]), index
