@@ -14,10 +14,12 @@ Not included: RLlib's learner connectors (episodes to batch, GAE), its metrics a
 sync to the env runners: CPU work a GPU does not speed up. So the CUDA row is an upper bound on
 what a GPU learner could save.
 
-Rows (each measured in this run): the update of one iteration at minibatch 256 and at
-minibatch 4,000 (the whole batch at once), CUDA vs CPU (ratio = CPU time / CUDA time; without
-CUDA the CUDA cells are empty). Before timing, the CUDA network is checked against the CPU
-one on the same minibatch (outputs and gradients to 1e-4).
+Rows (each measured in this run): the update of one iteration at minibatches of 256 (what
+`roadsense train` uses), 500, 1,000, 2,000 and 4,000 (the whole batch at once), CUDA vs CPU
+(ratio = CPU time / CUDA time; without CUDA the CUDA cells are empty), and the break-even
+minibatch: the smallest of those sizes from which on CUDA is not slower than the CPU (empty
+without CUDA). Before timing, the CUDA network is checked against the CPU one on the same
+minibatch (outputs and gradients to 1e-4).
 
 Padding rows: `roadsense train`'s learner connector pads the peers of the whole train batch
 to its largest set (`RaggedObsToLearner`), RLlib cuts minibatches from it, and the module packs
@@ -46,6 +48,9 @@ from roadsense.models.deepsets import packed_from_padded
 SAMPLES, EPOCHS = 4000, 10
 EGO_DIM, PEER_DIM, ACTION_DIM = 3, 7, 1  # ConvoyEnv's observation and action
 MAX_PEERS = 12
+MINIBATCHES = (256, 500, 1000, 2000, SAMPLES)
+"""Minibatch sizes timed on the CPU and on CUDA (ascending): `roadsense train`'s 256 up to the
+whole batch, to find where a GPU learner starts to pay."""
 CLIP, VF_CLIP, VF_COEFF, GRAD_CLIP = 0.2, 10.0, 1.0, 40.0  # RLlib's PPO defaults, our clip
 
 
@@ -229,7 +234,7 @@ def run(quick: bool = False) -> list[dict]:
         _same_on_cuda(cuda)
     where = torch.cuda.get_device_name() if cuda is not None else "no CUDA here"
     rows = []
-    for minibatch in (256, SAMPLES):
+    for minibatch in MINIBATCHES:
         cpu_s = _seconds(torch.device("cpu"), minibatch, reps)
         gpu_s = _seconds(cuda, minibatch, reps) if cuda is not None else float("nan")
         rows.append({
@@ -238,6 +243,22 @@ def run(quick: bool = False) -> list[dict]:
                       f"minibatch {minibatch}), CUDA ({where}) vs CPU "
                       f"({torch.get_num_threads()} threads)",
             "value": gpu_s, "baseline": cpu_s, "ratio": cpu_s / gpu_s, "target": "-",
-            "pass": True, "unit": "s",
+            "pass": True, "unit": "s", "minibatch": minibatch,
         })
-    return rows + _padding_rows(reps)
+    return rows + [break_even_row(rows, where)] + _padding_rows(reps)
+
+
+def break_even_row(rows: list[dict], where: str) -> dict:
+    """The smallest minibatch of `rows` (the CUDA-vs-CPU rows, ascending) from which on CUDA
+    is at least as fast as the CPU: the size above which a GPU learner pays. NaN without CUDA
+    or when the CPU wins at every size tried."""
+    ratios = [(r["minibatch"], r["ratio"]) for r in rows]
+    size = next((m for i, (m, _) in enumerate(ratios)
+                 if all(q >= 1.0 for _, q in ratios[i:])), None)
+    return {
+        "benchmark": "learner",
+        "metric": f"break-even minibatch of a CUDA learner ({where}): the smallest size from "
+                  f"which on CUDA is not slower than the CPU, of {[m for m, _ in ratios]}",
+        "value": float("nan") if size is None else float(size), "baseline": float("nan"),
+        "ratio": float("nan"), "target": "-", "pass": True, "unit": "samples",
+    }
