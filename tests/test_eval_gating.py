@@ -31,6 +31,16 @@ def test_probe_observations_put_the_hard_brake_where_the_case_says() -> None:
     np.testing.assert_allclose(hard[[PEER_INDEX["long_offset"], PEER_INDEX["lat_offset"],
                                      PEER_INDEX["accel"]]], [-15.0, 3.0, -7.5], rtol=1e-6)
     assert len(observation(float("nan"), float("nan"), 10.0)["peers"]) == 1
+    alone = observation(-40.0, 28.0, 25.0, 0.0, True)["peers"].astype(float) * PEER_SCALE
+    assert alone.shape[0] == 1  # no calm peer ahead: the one peer is all the view holds
+    np.testing.assert_allclose(alone[0, [PEER_INDEX["long_offset"], PEER_INDEX["lat_offset"],
+                                         PEER_INDEX["accel"]]], [-40.0, 28.0, 0.0], atol=1e-5)
+
+
+def _hard_no_brake(cases) -> int:
+    """The judged "no brake" cases that hold a hard brake (not the calm peers alone)."""
+    return sum(1 for c in cases if c.should_brake is False and c.accel_mps2 < 0
+               and c.long_m == c.long_m)
 
 
 def test_the_rule_passes_and_indiscriminate_policies_fail() -> None:
@@ -41,8 +51,8 @@ def test_the_rule_passes_and_indiscriminate_policies_fail() -> None:
 
     loose = gating_probe(_any_hard_brake)
     assert not loose["passed"] and loose["ahead_braked"] == 1.0
-    assert loose["elsewhere_braked"] == sum(
-        1 for c in CASES if c[3] is False and c[1] == c[1]) / sum(1 for c in CASES if c[3] is False)
+    assert loose["elsewhere_braked"] == _hard_no_brake(CASES) / sum(
+        1 for c in CASES if c.should_brake is False)
     # the cases inside the GPS spread of the ego's lane are reported, not judged
     assert [c["should_brake"] for c in loose["cases"]].count(None) == 2
     assert all(c["braked"] for c in loose["cases"] if c["should_brake"] is None)
@@ -58,10 +68,28 @@ def test_validation_cases_judge_other_places_and_count_failures() -> None:
     rule = gating_probe(make_baseline("v2v_rule"), cases=VALIDATION_CASES)
     assert rule["passed"] and rule["failed"] == 0 and rule["judged"] == len(VALIDATION_CASES)
 
-    loose = gating_probe(_any_hard_brake, cases=VALIDATION_CASES)  # fails every "no brake"
-    assert loose["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is False)
+    loose = gating_probe(_any_hard_brake, cases=VALIDATION_CASES)  # every hard "no brake"
+    assert loose["failed"] == _hard_no_brake(VALIDATION_CASES)
     never = gating_probe(make_baseline("no_assist"), cases=VALIDATION_CASES)
     assert never["failed"] == sum(1 for c in VALIDATION_CASES if c[3] is True)
+
+
+def test_a_policy_braking_for_calm_cars_behind_or_beside_fails() -> None:
+    """The convoys never show a view whose only car is behind or beside the ego; a real drive's
+    GPS errors do. A policy that brakes for any car it reads behind it, braking or not, fails
+    every "calm peer alone" case behind the ego, in the report and in selection."""
+    def brakes_for_a_car_behind(obs):
+        long_m = obs["peers"][:, PEER_INDEX["long_offset"]] * PEER_SCALE[PEER_INDEX["long_offset"]]
+        return np.array([1.0 if (long_m < 0).any() else 0.0], np.float32)
+
+    for cases in (CASES, VALIDATION_CASES):
+        calm_behind = [c.name for c in cases if c.alone and c.long_m < 0]
+        assert len(calm_behind) >= 2 and all(c.accel_mps2 == 0.0 for c in cases if c.alone)
+        probe = gating_probe(brakes_for_a_car_behind, cases=cases)
+        assert not probe["passed"]
+        braked = {c["case"] for c in probe["cases"] if c["braked"]}
+        assert set(calm_behind) <= braked
+    assert gating_probe(make_baseline("v2v_rule"), cases=CASES)["passed"]
 
 
 def test_validation_score_counts_failed_gating_cases() -> None:

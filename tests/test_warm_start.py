@@ -126,7 +126,9 @@ def test_gating_counterexamples_move_every_warning_behind_or_beside(demo) -> Non
 
     more = with_gating_counterexamples(demo, decel_mps2=2.5, seed=0)
     n, m = len(demo), int(demo.warned.sum())
-    assert m > 0 and len(more) == n + m and more.counter[n:].all() and not more.counter[:n].any()
+    c = n + m + min(m, int((~demo.warned & (demo.counts > 0)).sum()))  # end of the calm copies
+    assert m > 0 and more.counter[n:c].all() and not more.counter[:n].any()
+    assert not more.counter[c:].any()  # the kept copies are imitated like their originals
     np.testing.assert_array_equal(more.ego[:n], demo.ego)
     np.testing.assert_array_equal(more.peers[: len(demo.peers)], demo.peers)
     starts = np.cumsum(more.counts) - more.counts
@@ -142,10 +144,32 @@ def test_gating_counterexamples_move_every_warning_behind_or_beside(demo) -> Non
         moved["behind"] += behind.all()
         moved["beside"] += beside.all() and not behind.any()
     assert min(moved.values()) >= m // 3
+    # the calm copies: no warning in view, and every view has a car behind or well beside
+    calm = {"behind": 0, "beside": 0}
+    for i in range(n + m, c):
+        p = more.peers[starts[i]: starts[i] + more.counts[i]].astype(float) * PEER_SCALE
+        long_m, lat_m = p[:, PEER_INDEX["long_offset"]], p[:, PEER_INDEX["lat_offset"]]
+        hard = p[:, PEER_INDEX["accel"]] <= -2.5
+        assert not (hard & (long_m > 0) & (np.abs(lat_m) < BESIDE_M[0])).any()
+        calm["behind"] += bool((long_m <= 0).any())
+        calm["beside"] += bool(((long_m > 0) & (np.abs(lat_m) >= BESIDE_M[0] - 1e-3)).any())
+        assert ((long_m <= 0) | (np.abs(lat_m) >= BESIDE_M[0] - 1e-3)).any()
+    assert min(calm.values()) >= (c - n - m) // 5
+    # the kept copies: one per warning step of a hazard episode, its warning peers in place and
+    # some other peer moved out of the lane; the same targets as the originals
+    originals = np.flatnonzero(demo.warned & ~demo.calm)
+    assert 0 < len(more) - c <= len(originals)
+    for name in ("warned", "calm", "urgency", "brake"):
+        assert set(getattr(more, name)[c:].tolist()) <= set(getattr(demo, name)[originals].tolist())
+    for i in range(c, len(more)):
+        p = more.peers[starts[i]: starts[i] + more.counts[i]].astype(float) * PEER_SCALE
+        long_m, lat_m = p[:, PEER_INDEX["long_offset"]], p[:, PEER_INDEX["lat_offset"]]
+        assert ((p[:, PEER_INDEX["accel"]] <= -2.5) & (long_m > 0)).any()  # the warning stays
+        assert ((long_m <= 0) | (np.abs(lat_m) >= BESIDE_M[0] - 1e-3)).any()
     target, weight = imitation_targets(more, no_brake_mean=-1.5, brake_threshold=0.05, brake=1.0)
-    np.testing.assert_array_equal(target[n:], -1.5)
-    assert weight[n:].sum() / weight.sum() == pytest.approx(COUNTER_WEIGHT)
-    assert (target[:n] == 1.0).any()
+    np.testing.assert_array_equal(target[n:c], -1.5)
+    assert weight[n:c].sum() / weight.sum() == pytest.approx(COUNTER_WEIGHT)
+    assert (target[:n] == 1.0).any() and (target[c:] == 1.0).all()
 
 
 def test_beside_copies_start_beyond_where_gps_puts_a_car_of_the_ego_lane(demo) -> None:
@@ -168,7 +192,7 @@ def test_beside_copies_start_beyond_where_gps_puts_a_car_of_the_ego_lane(demo) -
 
 
 def test_policy_fitted_with_counterexamples_gates_like_a_driver(demo) -> None:
-    from roadsense.eval.gating import gating_probe
+    from roadsense.eval.gating import gating_probe, observation
     from roadsense.rllib.warm_start import with_gating_counterexamples
 
     class Mean:  # the deterministic policy, brake in [0, 1]
@@ -187,10 +211,18 @@ def test_policy_fitted_with_counterexamples_gates_like_a_driver(demo) -> None:
         fit(module.net, d, no_brake_mean=CONVOY_MODEL["init_action_mean"], brake_threshold=0.05,
             brake=1.0, updates=1500, seed=0)
         probes[name] = gating_probe(Mean(module.net))
-    # without counterexamples the net brakes for hard brakes behind or beside; with them not
+        # a hard brake 30 m ahead in the lane while two calm cars read behind and to the side,
+        # where GPS error puts the cars of a real drive
+        view = observation(30.0, 0.0, 25.0)
+        view["peers"] = np.concatenate([view["peers"][1:], observation(-8.0, 16.0, 25.0, 0.0, True)[
+            "peers"], observation(-7.0, 13.0, 25.0, 0.0, True)["peers"]])
+        probes[name]["crowded"] = float(Mean(module.net)(view)[0])
+    # without counterexamples the net brakes for hard brakes behind or beside; with them not,
+    # and it still brakes for the car ahead when other cars read behind or beside
     assert probes["plain"]["elsewhere_braked"] > 0.3
     assert probes["counter"]["elsewhere_braked"] == 0.0
     assert probes["counter"]["ahead_braked"] == 1.0
+    assert probes["counter"]["crowded"] > 0.5
 
 
 def test_imitation_rows_are_drawn_as_choice_draws_them_from_a_cdf_built_once() -> None:

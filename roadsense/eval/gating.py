@@ -1,20 +1,22 @@
 """Gating probe: whether a policy brakes for a hard-braking car ahead in its lane and only there.
 
-Each case is one synthetic observation: the ego cruising, a calm peer 25 m ahead in its lane,
+Most cases are one synthetic observation: the ego cruising, a calm peer 25 m ahead in its lane,
 and one peer reporting a hard brake (7.5 m/s^2 below its running mean) at a given place in the
 ego's frame. A driver brakes for the car ahead in the lane and for no car behind or beside
 (beyond the spread that GPS errors give a car of the ego's lane, `CASES`); the convoy scenarios
 only ever show the first kind, so this probe measures what simulation
-scores cannot: what the policy does with a hard brake where training never put one. Every
-case is asked at two ego speeds (10 and 25 m/s); a case counts as braked when the larger
-command is above the brake threshold.
+scores cannot: what the policy does with a hard brake where training never put one. The
+"calm peer alone" cases hold one peer that does not brake, behind or beside the ego and
+nothing ahead: GPS error puts the cars of a real drive there, and the convoys (the ego drives
+last) never do. Every case is asked at two ego speeds (10 and 25 m/s); a case counts as braked
+when the larger command is above the brake threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,7 +31,25 @@ HARD_BRAKE_MPS2 = 7.5
 SPEEDS_MPS = (10.0, 25.0)
 CALM_PEER_M = (25.0, 0.0)
 
-CASES: tuple[tuple[str, float, float, bool | None], ...] = (
+
+class Case(NamedTuple):
+    """One probe case: a peer at (`long_m` ahead (+) / behind (-), `lat_m` left (+)) reporting
+    `accel_mps2` against its running mean, beside the calm peer ahead unless `alone`."""
+
+    name: str
+    long_m: float
+    lat_m: float
+    should_brake: bool | None
+    """What a driver does (None: either answer is defensible; reported, not judged)."""
+    accel_mps2: float = -HARD_BRAKE_MPS2
+    alone: bool = False
+
+
+def _calm_alone(name: str, long_m: float, lat_m: float) -> Case:
+    return Case(f"calm peer alone, {name}", long_m, lat_m, False, 0.0, True)
+
+
+CASES: tuple[Case, ...] = tuple(Case(*c) for c in (
     # name, ahead (+) / behind (-) m, left (+) m, a driver brakes (None: either answer)
     ("ahead 15 m, in lane", 15.0, 0.0, True),
     ("ahead 40 m, in lane", 40.0, 0.0, True),
@@ -43,6 +63,11 @@ CASES: tuple[tuple[str, float, float, bool | None], ...] = (
     ("no hard brake (calm peer only)", float("nan"), float("nan"), False),
     ("beside 15 m left (GPS spread of the lane)", 5.0, 15.0, None),
     ("beside 20 m right (GPS spread of the lane)", 10.0, -20.0, None),
+)) + (
+    _calm_alone("behind 15 m", -15.0, 0.0),
+    _calm_alone("behind 40 m, 28 m left", -40.0, 28.0),
+    _calm_alone("behind 75 m, 28 m right", -75.0, -28.0),
+    _calm_alone("beside 30 m right", 10.0, -30.0),
 )
 """The probe's cases. The 4 m case stands for a same-lane car seen through GPS error. The last
 two are reported, not judged: GPS and heading errors put the cars of the ego's own lane a median
@@ -51,13 +76,16 @@ two are reported, not judged: GPS and heading errors put the cars of the ego's o
 ahead, and braking for it is as defensible as not."""
 
 
-VALIDATION_CASES: tuple[tuple[str, float, float, bool | None], ...] = (
+VALIDATION_CASES: tuple[Case, ...] = tuple(Case(*c) for c in (
     ("ahead 20 m, in lane", 20.0, 0.0, True),
     ("ahead 60 m, 3 m right (GPS error)", 60.0, -3.0, True),
     ("behind 25 m", -25.0, 0.0, False),
     ("beside 32 m right", 8.0, -32.0, False),
     ("beside 40 m left", 0.0, 40.0, False),
     ("ahead 20 m, 50 m right", 20.0, -50.0, False),
+)) + (
+    _calm_alone("behind 50 m, 20 m right", -50.0, -20.0),
+    _calm_alone("behind 30 m, 35 m left", -30.0, 35.0),
 )
 """Cases of the same kinds at other places, for checkpoint selection
 (`roadsense.rllib.validation`): the report's `CASES` stay out of it, so the probe in the final
@@ -73,31 +101,36 @@ def _peer(long_m: float, lat_m: float, accel_mps2: float) -> np.ndarray:
     return (row / PEER_SCALE).astype(np.float32)
 
 
-def observation(long_m: float, lat_m: float, speed_mps: float) -> dict[str, np.ndarray]:
-    """The probe's observation for one case (NaN place: the calm peer only)."""
-    rows = [_peer(*CALM_PEER_M, 0.0)]
+def observation(long_m: float, lat_m: float, speed_mps: float,
+                accel_mps2: float = -HARD_BRAKE_MPS2, alone: bool = False
+                ) -> dict[str, np.ndarray]:
+    """The probe's observation for one case: the calm peer ahead (unless `alone`) and a peer at
+    the case's place reporting `accel_mps2` (NaN place: none)."""
+    rows = [] if alone else [_peer(*CALM_PEER_M, 0.0)]
     if long_m == long_m:
-        rows.append(_peer(long_m, lat_m, -HARD_BRAKE_MPS2))
+        rows.append(_peer(long_m, lat_m, accel_mps2))
     ego = (np.array([speed_mps, 0.0]) / EGO_SCALE).astype(np.float32)
-    return {"ego": ego, "peers": np.stack(rows)}
+    peers = np.stack(rows) if rows else np.zeros((0, PEER_DIM), np.float32)
+    return {"ego": ego, "peers": peers}
 
 
 def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
                  brake_threshold: float = 0.1,
                  speeds: Sequence[float] = SPEEDS_MPS,
-                 cases: Sequence[tuple[str, float, float, bool | None]] = CASES
+                 cases: Sequence[Case] = CASES
                  ) -> dict[str, Any]:
     """The policy's brake per case of `cases` (the larger over `speeds`) and the summary: the
     share of "brake" cases it brakes on and of "no brake" cases it brakes on ("either" cases
     count in neither), and `failed`, the judged cases it answers unlike a driver. Stateful
     baselines are reset before each observation."""
     results = []
-    for name, long_m, lat_m, should in cases:
+    for name, long_m, lat_m, should, accel, alone in cases:
         brakes = []
         for v in speeds:
             if hasattr(policy, "reset"):
                 policy.reset()
-            brakes.append(float(np.asarray(policy(observation(long_m, lat_m, v))).ravel()[0]))
+            obs = observation(long_m, lat_m, v, accel, alone)
+            brakes.append(float(np.asarray(policy(obs)).ravel()[0]))
         brake = max(brakes)
         results.append({"case": name, "should_brake": should, "brake": brake,
                         "braked": brake > brake_threshold})
@@ -115,7 +148,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
     lines = ["| case | driver | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for i, (case, _, _, should) in enumerate(CASES):
+    for i, (case, _, _, should, _, _) in enumerate(CASES):
         cells = [f"{results[n]['cases'][i]['brake']:.2f}" for n in names]
         driver = "either" if should is None else "brake" if should else "no brake"
         lines.append(f"| {case} | {driver} | " + " | ".join(cells)

@@ -245,11 +245,12 @@ class TrainSettings:
     4.68 to 3.93 m/s^2 (the rule: 4.39) and the speed braked off from 3.7 to 3.5 m/s. The reward's
     `hazard_response_max_brake` stops paying at the same level and its `over_cap` charges for
     braking above it, so PPO is not paid to go past it."""
-    gating_counterexamples: bool = option(True, help="add copies of the demonstrations' warning "
-        "steps with the braking peer moved behind or beside the ego, imitated as no brake")
+    gating_counterexamples: bool = option(True, help="add copies of the demonstrations with "
+        "cars moved behind or beside the ego: the braking car (imitated as no brake), the cars "
+        "of calm steps (no brake) and the other cars of warning steps (brake as before)")
     """Teach the gate a driver applies: brake for a hard-braking car ahead in the lane, not for
-    one behind or beside, which the convoy scenarios never show
-    (`roadsense.rllib.warm_start.with_gating_counterexamples`)."""
+    one behind or beside, and the same whatever the other cars around do; the convoy scenarios
+    show neither (`roadsense.rllib.warm_start.with_gating_counterexamples`)."""
     imitation_weight: float = option(1.0, min=0.0, help="weight of the imitation term kept in "
         "PPO's loss (0: plain PPO after the warm start)")
     """Weight of the imitation term added to PPO's loss for the whole run, on the warm start's

@@ -233,8 +233,9 @@ def imitation_targets(demo: Demonstrations, *, no_brake_mean: float, brake_thres
     return target, weight
 
 
-COUNTER_WEIGHT = 0.1
-"""Share of the imitation weight on the gating counterexamples (the braking steps keep half)."""
+COUNTER_WEIGHT = 0.2
+"""Share of the imitation weight on the gating counterexamples, both kinds together (the
+braking steps keep half)."""
 BEHIND_M = (10.0, 60.0)
 """How far behind the ego a counterexample moves a warning peer (uniform, m). GPS error seldom
 puts a car ahead behind the ego (under 1% of the peer rows of `v2v_rule`'s training
@@ -247,16 +248,63 @@ a 90th percentile 14-23 m to the side (the real drive shows 13-19 m): copies nea
 would teach "no brake" on real warnings."""
 
 
+CALM_BEHIND_M = (0.0, 90.0)
+"""How far behind the ego a moved calm peer goes (uniform, m; anywhere from 60 m left to 60 m
+right)."""
+CALM_BESIDE_LONG_M = (-90.0, 120.0)
+"""Where along the road a calm peer moved beside the ego goes (uniform, m; `BESIDE_M` to the
+side)."""
+CALM_MOVED_SHARE = 0.75
+"""Chance that a copy moves each of its step's peers that may move (at least one is moved)."""
+
+
+def _move_out_of_lane(p: np.ndarray, movable: np.ndarray, rng: np.random.Generator) -> bool:
+    """Move some of the peer rows `p` (observation rows, in place) where `movable`, each with
+    `CALM_MOVED_SHARE` and at least one, half behind the ego and half well beside it: places no
+    car ahead in the ego's lane takes. False when no row may move."""
+    candidates = np.flatnonzero(movable)
+    if not candidates.size:
+        return False
+    moved = candidates[rng.random(candidates.size) < CALM_MOVED_SHARE]
+    if not moved.size:
+        moved = candidates[rng.integers(candidates.size)][None]
+    n = moved.size
+    li, lat = PEER_INDEX["long_offset"], PEER_INDEX["lat_offset"]
+    behind = rng.random(n) < 0.5
+    long_m = np.where(behind, -rng.uniform(*CALM_BEHIND_M, n), rng.uniform(*CALM_BESIDE_LONG_M, n))
+    lat_m = np.where(behind, rng.uniform(-BESIDE_M[1], BESIDE_M[1], n),
+                     rng.choice((-1.0, 1.0), n) * rng.uniform(*BESIDE_M, n))
+    p[moved, li] = long_m / PEER_SCALE[li]
+    p[moved, lat] = lat_m / PEER_SCALE[lat]
+    return True
+
+
 def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
                                 seed: int) -> Demonstrations:
-    """`demo` plus, for every step that holds a warning, a copy with each warning peer (ahead,
-    reporting `decel_mps2` or harder) moved behind the ego (half the copies) or well beside it
-    (the other half), marked in `counter` and imitated as "no brake".
+    """`demo` plus three kinds of copies that teach the gate a driver applies: brake for a
+    hard-braking car ahead in the lane, whatever the other cars around do, and for nothing
+    else.
+
+    - hard (counterexamples, in `counter`, "no brake"): for every step that holds a warning, a
+      copy with each warning peer (ahead, reporting `decel_mps2` or harder) moved behind the
+      ego (half the copies) or well beside it (the other half);
+    - calm (counterexamples, in `counter`, "no brake"): as many steps that hold no warning,
+      each copied with some of its peers moved behind or well beside the ego
+      (`_move_out_of_lane`);
+    - kept (imitated like their originals): every step of a hazard episode that holds a
+      warning, copied with some of its other peers moved the same way and the warning peers
+      where they are.
 
     Why. The training scenarios are convoys: every car that brakes hard is ahead in the ego's
-    lane, so nothing in training shows the policy a hard-braking car behind or beside it, and a
-    net fitted there brakes for those too (a peer reporting -7.5 m/s^2 15 m behind drew a full
-    brake). A driver brakes only for what is in front, in the lane; these copies say so."""
+    lane, and the ego drives last, so some peer is nearly always ahead and none behind. A net
+    fitted there brakes for a hard-braking car behind or beside it too (a peer reporting
+    -7.5 m/s^2 15 m behind drew a full brake). Fitted with the hard copies alone, it learned
+    where cars are rather than what they do: it braked at 0.4-0.6 of the full brake for one
+    calm peer 40 m behind and 28 m to the side, and not at all for a hard brake 30 m ahead in
+    its lane when two calm peers read 8 m behind and 13-16 m to the side, where GPS error puts
+    the cars of a real drive. The calm and kept copies say that cars behind or beside change
+    nothing. Moved peers never go ahead into the lane, where a slowing car could become a
+    warning, so every copy keeps its target."""
     rng = np.random.default_rng(seed)
     li, ai, lat = PEER_INDEX["long_offset"], PEER_INDEX["accel"], PEER_INDEX["lat_offset"]
     hard_accel = -decel_mps2 / PEER_SCALE[ai]
@@ -264,10 +312,17 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
     rows = np.flatnonzero(demo.warned)
     if not rows.size:
         return demo
+
+    def step_peers(i: int) -> np.ndarray:
+        return demo.peers[starts[i]: starts[i] + demo.counts[i]].copy()
+
+    def warning_peers(p: np.ndarray) -> np.ndarray:
+        return (p[:, ai] <= hard_accel) & (p[:, li] > 0.0)
+
     egos, peers, counts = [], [], []
     for k, i in enumerate(rows):
-        p = demo.peers[starts[i]: starts[i] + demo.counts[i]].copy()
-        hard = (p[:, ai] <= hard_accel) & (p[:, li] > 0.0)
+        p = step_peers(i)
+        hard = warning_peers(p)
         n = int(hard.sum())
         if k % 2 == 0:
             p[hard, li] = -rng.uniform(*BEHIND_M, n) / PEER_SCALE[li]
@@ -277,17 +332,38 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
         egos.append(demo.ego[i])
         peers.append(p)
         counts.append(len(p))
-    m = len(rows)
+    quiet = np.flatnonzero(~demo.warned & ~demo.counter_mask & (demo.counts > 0))
+    calm_rows = np.sort(rng.choice(quiet, min(len(rows), len(quiet)), replace=False))
+    for i in calm_rows:
+        p = step_peers(i)
+        _move_out_of_lane(p, np.ones(len(p), bool), rng)
+        egos.append(demo.ego[i])
+        peers.append(p)
+        counts.append(len(p))
+    kept_rows = []
+    for i in np.flatnonzero(demo.warned & ~demo.calm & ~demo.counter_mask):
+        p = step_peers(i)
+        if _move_out_of_lane(p, ~warning_peers(p), rng):
+            kept_rows.append(i)
+            egos.append(demo.ego[i])
+            peers.append(p)
+            counts.append(len(p))
+    kept = np.asarray(kept_rows, np.int64)
+    copied = np.concatenate([rows, calm_rows, kept])
+    counter = np.concatenate([np.ones(len(rows) + len(calm_rows), bool), np.zeros(len(kept), bool)])
+    m_counter = len(rows) + len(calm_rows)
     return Demonstrations(
         ego=np.concatenate([demo.ego, np.stack(egos)]),
         peers=np.concatenate([demo.peers, *peers]).astype(demo.peers.dtype),
         counts=np.concatenate([demo.counts, np.asarray(counts, demo.counts.dtype)]),
-        brake=np.concatenate([demo.brake, np.zeros(m, demo.brake.dtype)]),
-        returns=np.concatenate([demo.returns, demo.returns[rows]]),
-        calm=np.concatenate([demo.calm, np.zeros(m, bool)]),
-        warned=np.concatenate([demo.warned, np.zeros(m, bool)]),
-        urgency=None if demo.urgency is None else np.concatenate([demo.urgency, np.zeros(m)]),
-        episodes=demo.episodes, counter=np.concatenate([demo.counter_mask, np.ones(m, bool)]))
+        brake=np.concatenate([demo.brake, np.zeros(m_counter, demo.brake.dtype),
+                              demo.brake[kept]]),
+        returns=np.concatenate([demo.returns, demo.returns[copied]]),
+        calm=np.concatenate([demo.calm, np.zeros(m_counter, bool), demo.calm[kept]]),
+        warned=np.concatenate([demo.warned, np.zeros(m_counter, bool), demo.warned[kept]]),
+        urgency=None if demo.urgency is None else np.concatenate(
+            [demo.urgency, np.zeros(m_counter), demo.urgency[kept]]),
+        episodes=demo.episodes, counter=np.concatenate([demo.counter_mask, counter]))
 
 
 def fit(net: DeepSets, demo: Demonstrations, *, no_brake_mean: float, brake_threshold: float,
