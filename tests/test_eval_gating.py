@@ -83,13 +83,35 @@ def test_a_policy_braking_for_calm_cars_behind_or_beside_fails() -> None:
         return np.array([1.0 if (long_m < 0).any() else 0.0], np.float32)
 
     for cases in (CASES, VALIDATION_CASES):
-        calm_behind = [c.name for c in cases if c.alone and c.long_m < 0]
-        assert len(calm_behind) >= 2 and all(c.accel_mps2 == 0.0 for c in cases if c.alone)
+        calm = [c for c in cases if c.alone and not c.others]
+        calm_behind = [c.name for c in calm if c.long_m < 0]
+        assert len(calm_behind) >= 2 and all(c.accel_mps2 == 0.0 for c in calm)
         probe = gating_probe(brakes_for_a_car_behind, cases=cases)
         assert not probe["passed"]
         braked = {c["case"] for c in probe["cases"] if c["braked"]}
         assert set(calm_behind) <= braked
     assert gating_probe(make_baseline("v2v_rule"), cases=CASES)["passed"]
+
+
+def test_a_policy_that_stops_braking_when_cars_read_behind_fails() -> None:
+    """A hard brake ahead in the lane while the other cars read behind and to the side (GPS
+    error on a real drive) asks for the same brake: a policy that takes any car behind as a
+    reason not to brake fails those cases, in the report and in selection."""
+    rule = make_baseline("v2v_rule")
+
+    def rule_unless_a_car_behind(obs):
+        rule.reset()
+        long_m = obs["peers"][:, PEER_INDEX["long_offset"]] * PEER_SCALE[PEER_INDEX["long_offset"]]
+        return np.zeros(1, np.float32) if (long_m < 0).any() else rule(obs)
+
+    for cases in (CASES, VALIDATION_CASES):
+        crowded = [c for c in cases if c.others]
+        assert crowded and all(c.should_brake and c.alone for c in crowded)
+        view = observation(crowded[0].long_m, 0.0, 25.0, alone=True, others=crowded[0].others)
+        assert len(view["peers"]) == 1 + len(crowded[0].others)
+        probe = gating_probe(rule_unless_a_car_behind, cases=cases)
+        failed = {c["case"] for c in probe["cases"] if c["braked"] != c["should_brake"]}
+        assert {c.name for c in crowded} <= failed
 
 
 def test_validation_score_counts_failed_gating_cases() -> None:

@@ -17,6 +17,7 @@ import pytest
 from conftest import _descendants
 
 from roadsense import run_manifest
+from roadsense.eval.gating import VALIDATION_CASES
 from roadsense.rllib.training import (
     EXPECTED_STEPS_PER_S_PER_RUNNER,
     LR_DECAY_MINUTES,
@@ -72,10 +73,12 @@ def test_train_checkpoint_resume_evaluate(tmp_path: Path, leftovers) -> None:
     assert len(first["replay_recordings"][0]["sha256"]) == 64
     v = first["validations"][0]
     assert 0.0 <= v["replay_brake_share"] <= 1.0
-    # the gating probe's validation cases count too (default weight 0.1, six judged cases)
-    assert 0 <= v["gating_failed"] <= 6
+    # the gating probe's validation cases count too (default weight 0.1, nine judged cases)
+    judged = sum(c.should_brake is not None for c in VALIDATION_CASES)
+    assert judged == 9 and 0 <= v["gating_failed"] <= judged
     assert v["score"] == pytest.approx(v["collision_rate"] + v["false_brake_rate"]
-                                       + v["replay_brake_share"] + 0.1 * v["gating_failed"] / 6)
+                                       + v["replay_brake_share"]
+                                       + 0.1 * v["gating_failed"] / judged)
     # the learning rate falls linearly over the run's 2 x 300 steps
     rows = [json.loads(line) for line in (run_dir / "progress.jsonl").open()]
     # the warm start counts against the budget: the first iteration's clock includes it

@@ -6,10 +6,11 @@ ego's frame. A driver brakes for the car ahead in the lane and for no car behind
 (beyond the spread that GPS errors give a car of the ego's lane, `CASES`); the convoy scenarios
 only ever show the first kind, so this probe measures what simulation
 scores cannot: what the policy does with a hard brake where training never put one. The
-"calm peer alone" cases hold one peer that does not brake, behind or beside the ego and
-nothing ahead: GPS error puts the cars of a real drive there, and the convoys (the ego drives
-last) never do. Every case is asked at two ego speeds (10 and 25 m/s); a case counts as braked
-when the larger command is above the brake threshold.
+"calm peer alone" cases hold one peer that does not brake, behind or beside the ego and nothing
+ahead; the "calm cars behind" cases hold a hard brake ahead in the lane while the other cars
+read behind and to the side, and nothing else ahead. GPS error puts the cars of a real drive
+there, and the convoys (the ego drives last) never do. Every case is asked at two ego speeds
+(10 and 25 m/s); a case counts as braked when the larger command is above the brake threshold.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ CALM_PEER_M = (25.0, 0.0)
 
 class Case(NamedTuple):
     """One probe case: a peer at (`long_m` ahead (+) / behind (-), `lat_m` left (+)) reporting
-    `accel_mps2` against its running mean, beside the calm peer ahead unless `alone`."""
+    `accel_mps2` against its running mean, beside the calm peer ahead unless `alone`, and calm
+    peers at the places `others`."""
 
     name: str
     long_m: float
@@ -43,10 +45,16 @@ class Case(NamedTuple):
     """What a driver does (None: either answer is defensible; reported, not judged)."""
     accel_mps2: float = -HARD_BRAKE_MPS2
     alone: bool = False
+    others: tuple[tuple[float, float], ...] = ()
 
 
 def _calm_alone(name: str, long_m: float, lat_m: float) -> Case:
     return Case(f"calm peer alone, {name}", long_m, lat_m, False, 0.0, True)
+
+
+def _calm_behind(name: str, long_m: float, others: tuple[tuple[float, float], ...]) -> Case:
+    return Case(f"ahead {long_m:.0f} m, in lane; calm cars behind: {name}", long_m, 0.0, True,
+                -HARD_BRAKE_MPS2, True, others)
 
 
 CASES: tuple[Case, ...] = tuple(Case(*c) for c in (
@@ -68,6 +76,8 @@ CASES: tuple[Case, ...] = tuple(Case(*c) for c in (
     _calm_alone("behind 40 m, 28 m left", -40.0, 28.0),
     _calm_alone("behind 75 m, 28 m right", -75.0, -28.0),
     _calm_alone("beside 30 m right", 10.0, -30.0),
+    _calm_behind("8 m back 16 m left, 7 m back 13 m left", 30.0, ((-8.0, 16.0), (-7.0, 13.0))),
+    _calm_behind("12 m back 18 m right", 50.0, ((-12.0, -18.0),)),
 )
 """The probe's cases. The 4 m case stands for a same-lane car seen through GPS error. The last
 two are reported, not judged: GPS and heading errors put the cars of the ego's own lane a median
@@ -86,6 +96,8 @@ VALIDATION_CASES: tuple[Case, ...] = tuple(Case(*c) for c in (
 )) + (
     _calm_alone("behind 50 m, 20 m right", -50.0, -20.0),
     _calm_alone("behind 30 m, 35 m left", -30.0, 35.0),
+    _calm_behind("10 m back 15 m right, 5 m back 19 m left", 25.0,
+                 ((-10.0, -15.0), (-5.0, 19.0))),
 )
 """Cases of the same kinds at other places, for checkpoint selection
 (`roadsense.rllib.validation`): the report's `CASES` stay out of it, so the probe in the final
@@ -102,13 +114,14 @@ def _peer(long_m: float, lat_m: float, accel_mps2: float) -> np.ndarray:
 
 
 def observation(long_m: float, lat_m: float, speed_mps: float,
-                accel_mps2: float = -HARD_BRAKE_MPS2, alone: bool = False
-                ) -> dict[str, np.ndarray]:
-    """The probe's observation for one case: the calm peer ahead (unless `alone`) and a peer at
-    the case's place reporting `accel_mps2` (NaN place: none)."""
+                accel_mps2: float = -HARD_BRAKE_MPS2, alone: bool = False,
+                others: Sequence[tuple[float, float]] = ()) -> dict[str, np.ndarray]:
+    """The probe's observation for one case: the calm peer ahead (unless `alone`), a peer at
+    the case's place reporting `accel_mps2` (NaN place: none) and calm peers at `others`."""
     rows = [] if alone else [_peer(*CALM_PEER_M, 0.0)]
     if long_m == long_m:
         rows.append(_peer(long_m, lat_m, accel_mps2))
+    rows += [_peer(lo, la, 0.0) for lo, la in others]
     ego = (np.array([speed_mps, 0.0]) / EGO_SCALE).astype(np.float32)
     peers = np.stack(rows) if rows else np.zeros((0, PEER_DIM), np.float32)
     return {"ego": ego, "peers": peers}
@@ -124,12 +137,12 @@ def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
     count in neither), and `failed`, the judged cases it answers unlike a driver. Stateful
     baselines are reset before each observation."""
     results = []
-    for name, long_m, lat_m, should, accel, alone in cases:
+    for name, long_m, lat_m, should, accel, alone, others in cases:
         brakes = []
         for v in speeds:
             if hasattr(policy, "reset"):
                 policy.reset()
-            obs = observation(long_m, lat_m, v, accel, alone)
+            obs = observation(long_m, lat_m, v, accel, alone, others)
             brakes.append(float(np.asarray(policy(obs)).ravel()[0]))
         brake = max(brakes)
         results.append({"case": name, "should_brake": should, "brake": brake,
@@ -148,7 +161,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
     lines = ["| case | driver | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for i, (case, _, _, should, _, _) in enumerate(CASES):
+    for i, (case, _, _, should, _, _, _) in enumerate(CASES):
         cells = [f"{results[n]['cases'][i]['brake']:.2f}" for n in names]
         driver = "either" if should is None else "brake" if should else "no brake"
         lines.append(f"| {case} | {driver} | " + " | ".join(cells)

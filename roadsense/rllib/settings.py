@@ -102,9 +102,10 @@ unusable."""
 DEFAULT_RECORDINGS = "recordings"
 GATING_WEIGHT = 0.1
 """Default weight of the gating probe's failed validation cases (their share) in the
-validation score: one failed case of six scores like 1.3 false brakes in `validation-v3`'s 78
+validation score: one failed case of nine scores like 0.9 false brakes in `validation-v3`'s 78
 calm episodes. A brake for a car beside or behind is a false brake on any road with more
-lanes than the convoy's, which the suites never show (`roadsense.eval.gating`)."""
+lanes than the convoy's, and a brake withheld because other cars read behind or beside is a
+missed warning on a real drive; the suites show neither (`roadsense.eval.gating`)."""
 
 
 DEFAULT_BUDGET_MINUTES = 10.0
