@@ -178,7 +178,9 @@ def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path) -> Pat
     path = out / "gating.md"
     path.write_text(
         f"# Gating probe\n\nBrake command for one peer reporting a {HARD_BRAKE_MPS2} m/s^2 hard "
-        f"brake at each place, a calm peer {CALM_PEER_M[0]:.0f} m ahead in every case; the ego "
-        f"cruises at {' and '.join(f'{v:.0f}' for v in SPEEDS_MPS)} m/s and the larger command "
-        "counts (`roadsense.eval.gating`).\n\n" + markdown(results))
+        f"brake at each place, with a calm peer {CALM_PEER_M[0]:.0f} m ahead; in the \"calm peer "
+        "alone\" cases one peer that does not brake and nothing else, and in the \"calm cars "
+        "behind\" cases the hard brake ahead with calm peers behind and to the side instead of "
+        f"the one ahead. The ego cruises at {' and '.join(f'{v:.0f}' for v in SPEEDS_MPS)} m/s "
+        "and the larger command counts (`roadsense.eval.gating`).\n\n" + markdown(results))
     return path
