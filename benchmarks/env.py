@@ -25,7 +25,6 @@ from benchmarks.sim import (
     raw_statics,
     raw_step_reads,
 )
-from roadsense import STEP_LENGTH_S
 from roadsense.envs import ConvoyEnv
 from roadsense.sim import base_scenario, sumo_binary
 from roadsense.sim.binary import import_libsumo
@@ -67,7 +66,7 @@ def run(quick: bool = False) -> list[dict]:
     args = ["-c", str(cfg), "--seed", "0", *SIM_OPTIONS]
     env_rates, raw_rates, raw_env_rates = [], [], []
     env = ConvoyEnv(config={"hazard": {"probability": 0.0}})  # full-length episodes
-    warmup = max(1, round(env.config.warmup_s / STEP_LENGTH_S))
+    warmup = env.config.warmup_steps
     for r in range(rounds):
         rate, steps = _env_steps_per_s(env, r)
         env_rates.append(rate)

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from roadsense import STEP_LENGTH_S
 from roadsense.errors import ConfigError
 
 
@@ -128,6 +129,11 @@ class EnvConfig:
     """libsumo (in-process, fastest, one per process), traci (TCP), or auto: libsumo for the
     first env of a process (vector index 0), traci for the others, so one RLlib env runner can
     step several envs and share one batched forward pass."""
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of `warmup_s` (at least one)."""
+        return max(1, round(self.warmup_s / STEP_LENGTH_S))
 
     def __post_init__(self) -> None:
         problems = []

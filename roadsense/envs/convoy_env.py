@@ -205,7 +205,7 @@ class ConvoyEnv(gym.Env):
         for vid in radio_ids:
             sim.set_lane_change_mode(vid, 0)
         sim.set_vehicle_params(EGO_ID, emergency_decel=cfg.ego_emergency_decel_mps2)
-        warmup = max(1, round(cfg.warmup_s / STEP_LENGTH_S))
+        warmup = cfg.warmup_steps
         phase_at = {vid: int(hazard_rng.integers(0, warmup)) for vid in states.ids}
         asl = {vid: sim.vehicle_param(vid, "action_step_length") for vid in states.ids}
         self._ego_asl_steps = max(1, round(asl[EGO_ID] / STEP_LENGTH_S))

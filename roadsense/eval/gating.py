@@ -137,15 +137,15 @@ def gating_probe(policy: Callable[[dict[str, np.ndarray]], Any], *,
     count in neither), and `failed`, the judged cases it answers unlike a driver. Stateful
     baselines are reset before each observation."""
     results = []
-    for name, long_m, lat_m, should, accel, alone, others in cases:
+    for c in cases:
         brakes = []
         for v in speeds:
             if hasattr(policy, "reset"):
                 policy.reset()
-            obs = observation(long_m, lat_m, v, accel, alone, others)
+            obs = observation(c.long_m, c.lat_m, v, c.accel_mps2, c.alone, c.others)
             brakes.append(float(np.asarray(policy(obs)).ravel()[0]))
         brake = max(brakes)
-        results.append({"case": name, "should_brake": should, "brake": brake,
+        results.append({"case": c.name, "should_brake": c.should_brake, "brake": brake,
                         "braked": brake > brake_threshold})
     want = [c for c in results if c["should_brake"] is True]
     avoid = [c for c in results if c["should_brake"] is False]
@@ -161,10 +161,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
     lines = ["| case | driver | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for i, (case, _, _, should, _, _, _) in enumerate(CASES):
+    for i, c in enumerate(CASES):
         cells = [f"{results[n]['cases'][i]['brake']:.2f}" for n in names]
-        driver = "either" if should is None else "brake" if should else "no brake"
-        lines.append(f"| {case} | {driver} | " + " | ".join(cells)
+        driver = "either" if c.should_brake is None else "brake" if c.should_brake else "no brake"
+        lines.append(f"| {c.name} | {driver} | " + " | ".join(cells)
                      + " |")
     lines.append("| **passed** | | " + " | ".join(
         "yes" if results[n]["passed"] else "no" for n in names) + " |")

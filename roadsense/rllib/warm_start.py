@@ -319,7 +319,7 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
     def warning_peers(p: np.ndarray) -> np.ndarray:
         return (p[:, ai] <= hard_accel) & (p[:, li] > 0.0)
 
-    egos, peers, counts = [], [], []
+    peers = []  # the copies' peer rows, in the order of `copied`
     for k, i in enumerate(rows):
         p = step_peers(i)
         hard = warning_peers(p)
@@ -329,40 +329,31 @@ def with_gating_counterexamples(demo: Demonstrations, *, decel_mps2: float,
         else:
             side = rng.choice((-1.0, 1.0), n)
             p[hard, lat] = side * rng.uniform(*BESIDE_M, n) / PEER_SCALE[lat]
-        egos.append(demo.ego[i])
         peers.append(p)
-        counts.append(len(p))
     quiet = np.flatnonzero(~demo.warned & ~demo.counter_mask & (demo.counts > 0))
     calm_rows = np.sort(rng.choice(quiet, min(len(rows), len(quiet)), replace=False))
     for i in calm_rows:
         p = step_peers(i)
         _move_out_of_lane(p, np.ones(len(p), bool), rng)
-        egos.append(demo.ego[i])
         peers.append(p)
-        counts.append(len(p))
-    kept_rows = []
+    kept = []
     for i in np.flatnonzero(demo.warned & ~demo.calm & ~demo.counter_mask):
         p = step_peers(i)
         if _move_out_of_lane(p, ~warning_peers(p), rng):
-            kept_rows.append(i)
-            egos.append(demo.ego[i])
+            kept.append(i)
             peers.append(p)
-            counts.append(len(p))
-    kept = np.asarray(kept_rows, np.int64)
-    copied = np.concatenate([rows, calm_rows, kept])
-    counter = np.concatenate([np.ones(len(rows) + len(calm_rows), bool), np.zeros(len(kept), bool)])
-    m_counter = len(rows) + len(calm_rows)
+    copied = np.concatenate([rows, calm_rows, np.asarray(kept, np.int64)])
+    counter = np.arange(len(copied)) < len(rows) + len(calm_rows)  # hard and calm: no brake
     return Demonstrations(
-        ego=np.concatenate([demo.ego, np.stack(egos)]),
+        ego=np.concatenate([demo.ego, demo.ego[copied]]),
         peers=np.concatenate([demo.peers, *peers]).astype(demo.peers.dtype),
-        counts=np.concatenate([demo.counts, np.asarray(counts, demo.counts.dtype)]),
-        brake=np.concatenate([demo.brake, np.zeros(m_counter, demo.brake.dtype),
-                              demo.brake[kept]]),
+        counts=np.concatenate([demo.counts, demo.counts[copied]]),
+        brake=np.concatenate([demo.brake, np.where(counter, 0, demo.brake[copied])]),
         returns=np.concatenate([demo.returns, demo.returns[copied]]),
-        calm=np.concatenate([demo.calm, np.zeros(m_counter, bool), demo.calm[kept]]),
-        warned=np.concatenate([demo.warned, np.zeros(m_counter, bool), demo.warned[kept]]),
+        calm=np.concatenate([demo.calm, ~counter & demo.calm[copied]]),
+        warned=np.concatenate([demo.warned, ~counter & demo.warned[copied]]),
         urgency=None if demo.urgency is None else np.concatenate(
-            [demo.urgency, np.zeros(m_counter), demo.urgency[kept]]),
+            [demo.urgency, np.where(counter, 0.0, demo.urgency[copied])]),
         episodes=demo.episodes, counter=np.concatenate([demo.counter_mask, counter]))
 
 
